@@ -1,0 +1,152 @@
+"""The accelerator table (data/accelerators.csv): sourced memory, bandwidth and matrix throughput.
+
+Used for hypothetical hardware (`--device "RTX 4090"`, `--device "2x H100 SXM5"`), never to
+guess the figures of the machine advisor runs on (that is measured by `advisor.hardware`).
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+from advisor.errors import DeviceNotFoundError
+from advisor.paths import data_dir
+from advisor.spec import Device, Hardware
+
+GB = 1e9
+
+
+@dataclass(frozen=True)
+class Accelerator:
+    name: str
+    vendor: str
+    memory_gb: float | None
+    bandwidth_gbps: float | None
+    tflops_16bit: float | None  # dense bf16/fp16 tensor throughput
+    source: str
+    notes: str
+
+    @property
+    def kind(self) -> str:
+        return "mps" if self.vendor == "Apple" else "cuda"
+
+
+def _num(text: str) -> float | None:
+    match = re.search(r"\d+(?:\.\d+)?", text or "")
+    return float(match.group()) if match else None
+
+
+@lru_cache(maxsize=1)
+def table() -> tuple[Accelerator, ...]:
+    rows = []
+    with open(data_dir() / "accelerators.csv", newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            tflops = _num(row["dense_fp16_bf16_tflops_tensor"])
+            if tflops is None and row.get("geforce_fp16_acc_fp16_dense_tflops"):
+                # NOTE: GeForce cards run bf16/fp32-accumulate at half their fp16-accumulate rate.
+                tflops = _num(row["geforce_fp16_acc_fp16_dense_tflops"]) / 2
+            rows.append(
+                Accelerator(
+                    name=row["name"],
+                    vendor=row["vendor"],
+                    memory_gb=_num(row["memory_gb"]),
+                    bandwidth_gbps=_num(row["memory_bandwidth_gbps"]),
+                    tflops_16bit=tflops,
+                    source=row["source"],
+                    notes=row["notes"],
+                )
+            )
+    return tuple(rows)
+
+
+def _tokens(text: str) -> list[str]:
+    return re.findall(r"[a-z]+|\d+(?:\.\d+)?", text.lower())
+
+
+def lookup(name: str) -> Accelerator:
+    """The table row named by `name` ('RTX 4090', 'h100 sxm', 'M2 Max'); DeviceNotFoundError otherwise."""
+    wanted = _tokens(name)
+    if not wanted:
+        raise DeviceNotFoundError(f"Device name '{name}' is empty: try e.g. --device 'RTX 4090'.")
+    rows = table()
+    exact = [a for a in rows if _tokens(a.name) == wanted]
+    if exact:
+        return exact[0]
+    matches = [a for a in rows if all(t in _tokens(a.name) for t in wanted)]
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        names = ", ".join(a.name for a in matches[:6])
+        raise DeviceNotFoundError(f"Device '{name}' is ambiguous ({names}): name one of them with --device.")
+    close = [a.name for a in rows if any(t in _tokens(a.name) for t in wanted if not t.isdigit() or len(t) > 2)]
+    hint = f" Close: {', '.join(close[:5])}." if close else ""
+    raise DeviceNotFoundError(
+        f"Unknown device '{name}': not in the accelerator table.{hint} "
+        "Or describe it with --memory-gb and --bandwidth-gbps."
+    )
+
+
+def parse_device_arg(text: str) -> tuple[int, str]:
+    """'2x H100 SXM5' -> (2, 'H100 SXM5'); 'RTX 4090' -> (1, 'RTX 4090')."""
+    match = re.match(r"^\s*(\d+)\s*[x×*]\s*(.+)$", text, flags=re.IGNORECASE)
+    if match:
+        count = int(match.group(1))
+        if not 1 <= count <= 64:
+            raise DeviceNotFoundError(f"Device count in '{text}' must be between 1 and 64.")
+        return count, match.group(2).strip()
+    return 1, text.strip()
+
+
+def hardware_from_flags(
+    device: str | None,
+    *,
+    memory_gb: float | None = None,
+    bandwidth_gbps: float | None = None,
+    base: Hardware | None = None,
+) -> Hardware:
+    """Hypothetical hardware: table devices, overridden by --memory-gb/--bandwidth-gbps where given."""
+    if device:
+        count, name = parse_device_arg(device)
+        acc = lookup(name)
+        memory = memory_gb if memory_gb is not None else acc.memory_gb
+        if memory is None:
+            raise DeviceNotFoundError(f"The table has no memory size for '{acc.name}': add --memory-gb.")
+        bandwidth = bandwidth_gbps if bandwidth_gbps is not None else acc.bandwidth_gbps
+        devices = tuple(
+            Device(
+                kind=acc.kind,
+                name=acc.name,
+                memory_bytes=int(memory * GB),
+                bandwidth_gbps=bandwidth,
+                bandwidth_source="user" if bandwidth_gbps is not None else "table",
+                matmul_tflops=acc.tflops_16bit,
+                matmul_source="table" if acc.tflops_16bit else "unknown",
+                index=i,
+                theoretical_bandwidth_gbps=acc.bandwidth_gbps,
+                details={"source": acc.source, "notes": acc.notes},
+            )
+            for i in range(count)
+        )
+        host = base.cpu if base is not None else None
+        if host is not None and acc.kind != "mps":  # Apple chips share one memory: no separate host
+            devices = (*devices, host)
+        return Hardware(devices=devices, source="table", notes=(f"{count}x {acc.name} from the accelerator table",))
+    if memory_gb is None and bandwidth_gbps is None:
+        raise ValueError("hardware_from_flags needs a device or a figure")
+    cpu = base.cpu if base is not None else None
+    memory = memory_gb if memory_gb is not None else (cpu.memory_bytes / GB if cpu else None)
+    if memory is None:
+        raise DeviceNotFoundError("--bandwidth-gbps alone needs this machine's memory: add --memory-gb.")
+    bandwidth = bandwidth_gbps if bandwidth_gbps is not None else (cpu.bandwidth_gbps if cpu else None)
+    dev = Device(
+        kind="cpu",
+        name="hypothetical machine (flags)",
+        memory_bytes=int(memory * GB),
+        bandwidth_gbps=bandwidth,
+        bandwidth_source="user" if bandwidth_gbps is not None else (cpu.bandwidth_source if cpu else "unknown"),
+        matmul_tflops=cpu.matmul_tflops if cpu else None,
+        matmul_source=cpu.matmul_source if cpu else "unknown",
+    )
+    return Hardware(devices=(dev,), source="flags", notes=("memory and bandwidth from the command line",))

@@ -1,0 +1,236 @@
+"""The `advisor` command line. Commands parse, call one library function, and render.
+
+This is the one place errors become exit codes: an AdvisorError prints one line naming the
+input and the next step; anything unexpected prints one line too, with the traceback only when
+ADVISOR_DEBUG is set.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import click
+
+from advisor import __version__
+from advisor.errors import AdvisorError, UsageError
+
+DEBUG_ENV = "ADVISOR_DEBUG"
+
+
+def _consoles():
+    from rich.console import Console
+
+    # Piped output keeps whole table rows (rich would fold them at 80 columns).
+    width = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "200"))
+    return Console(width=width), Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+
+
+class PrecisionType(click.ParamType):
+    """A precision name from advisor.precision's table, or 'all'."""
+
+    name = "precision"
+
+    def convert(self, value: Any, param, ctx) -> str:
+        from advisor import precision as P
+
+        text = str(value).lower()
+        if text == "all" or text in P.PRECISIONS or text == P.GGUF_FILE:
+            return text
+        self.fail(f"unknown precision '{value}': choose from {', '.join(P.names())}, {P.GGUF_FILE} or all", param, ctx)
+
+
+# Shared options, defined once.
+json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
+context_option = click.option(
+    "--context", type=click.IntRange(1, 10_000_000), default=4096, show_default=True,
+    help="Tokens of context to hold (prompt + answer).",
+)
+revision_option = click.option("--revision", default=None, help="Hub revision (branch, tag or commit).")
+trust_option = click.option(
+    "--trust-remote-code", is_flag=True, help="Allow a repository's own Python code to run (off by default)."
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="advisor")
+def cli() -> None:
+    """Will this chat model fit, in which precision, how fast will it answer, and is the estimate right?"""
+
+
+def _hardware(device, memory_gb, bandwidth_gbps, refresh: bool = False):
+    from advisor import hardware
+
+    if device or memory_gb is not None or bandwidth_gbps is not None:
+        from advisor.accelerators import hardware_from_flags
+
+        base = hardware.load_or_probe(refresh=refresh) if not device or "apple" not in device.lower() else None
+        return hardware_from_flags(device, memory_gb=memory_gb, bandwidth_gbps=bandwidth_gbps, base=base)
+    return hardware.load_or_probe(refresh=refresh)
+
+
+def _calibration(hw):
+    from advisor import calibration
+
+    return calibration.load_for(hw)
+
+
+@cli.command()
+@click.argument("model", required=False)
+@click.option("--precision", "-p", "precisions", type=PrecisionType(), multiple=True, help="Price only these (repeatable).")
+@context_option
+@click.option("--batch", type=click.IntRange(1, 4096), default=1, show_default=True, help="Sequences decoded together.")
+@click.option("--prompt-tokens", type=click.IntRange(1, 10_000_000), default=512, show_default=True, help="Prompt length for TTFT.")
+@click.option("--device", default=None, help="Price on a table device instead of this machine: 'RTX 4090', '2x H100 SXM5'.")
+@click.option("--memory-gb", type=click.FloatRange(0.1, 1e6), default=None, help="Memory of a hypothetical device (GB).")
+@click.option("--bandwidth-gbps", type=click.FloatRange(0.1, 1e6), default=None, help="Its memory bandwidth (GB/s).")
+@click.option("--headroom", type=click.FloatRange(0, 0.9), default=0.10, show_default=True, help="Fraction of memory left free.")
+@click.option("--min-tok-s", type=click.FloatRange(0), default=5.0, show_default=True, help="Decode speed the pick must reach.")
+@click.option("--runtime", type=click.Choice(["any", "transformers", "llama.cpp"]), default="any", show_default=True,
+              help="Restrict the pick to one runtime.")
+@click.option("--top", type=click.IntRange(1, 1000), default=None, help="Rank the catalog: the N best models this hardware runs.")
+@click.option("--assistant", default=None, help="Price assisted generation with this draft model.")
+@click.option("--plot", "plot_file", type=click.Path(dir_okay=False), default=None, help="Draw memory and speed curves to a PNG.")
+@click.option("--cached", is_flag=True, help="List models in the Hugging Face cache, each with its fit here.")
+@revision_option
+@trust_option
+@json_option
+def recommend(model, precisions, context, batch, prompt_tokens, device, memory_gb, bandwidth_gbps, headroom, min_tok_s,
+              runtime, top, assistant, plot_file, cached, revision, trust_remote_code, as_json) -> None:
+    """Price every precision of MODEL on this machine (or --device) and recommend one."""
+    from advisor import render
+    from advisor.recommend import recommend as do_recommend
+    from advisor.sources import resolve
+
+    out, err = _consoles()
+    hw = _hardware(device, memory_gb, bandwidth_gbps)
+    calib = _calibration(hw)
+    wanted = None if not precisions or "all" in precisions else list(precisions)
+    kwargs = dict(context=context, batch=batch, prompt_tokens=prompt_tokens, headroom=headroom, min_tok_s=min_tok_s,
+                  runtime=None if runtime == "any" else runtime, calibration=calib)
+    if cached or (model is None and top is None):
+        if cached:
+            from advisor.ranking import cached_fits
+
+            rows = cached_fits(hw, **kwargs)
+            return render.print_ranking(rows, out, as_json=as_json, title="Models in the Hugging Face cache")
+        model = None
+    if model is None:
+        from advisor.ranking import rank_catalog
+
+        rows = rank_catalog(hw, top=top or 10, **kwargs)
+        return render.print_ranking(rows, out, as_json=as_json, title="Catalog models this hardware runs")
+    spec = resolve(model, revision=revision, trust_remote_code=trust_remote_code)
+    rec = do_recommend(spec, hw, precisions=wanted, **kwargs)
+    extra: dict[str, Any] = {}
+    if assistant:
+        from advisor.ranking import price_assistant
+
+        extra["assisted"] = price_assistant(rec, resolve(assistant, trust_remote_code=trust_remote_code), hw,
+                                            calibration=calib, context=context)
+    if not rec.recommended and device:
+        from advisor.ranking import multi_gpu_plan
+
+        extra["scale_out"] = multi_gpu_plan(spec, device, context=context, batch=batch, headroom=headroom)
+    if plot_file:
+        from advisor.plot import plot_recommendation
+
+        plot_recommendation(rec, hw, plot_file, calibration=calib)
+        err.print(f"wrote {plot_file}")
+    if as_json:
+        data = rec.to_json()
+        data.update(extra)
+        render.print_json(data, out)
+        return
+    render.print_recommendation(rec, out, err)
+    render.print_extras(extra, out)
+
+
+@cli.command()
+@click.option("--refresh", is_flag=True, help="Measure again instead of using the cached profile.")
+@json_option
+def hw(refresh, as_json) -> None:
+    """Show this machine's GPUs, RAM and measured memory bandwidth."""
+    from advisor import hardware, render
+    from advisor.render_hardware import print_hardware
+
+    out, _ = _consoles()
+    profile = hardware.load_or_probe(refresh=refresh)
+    if as_json:
+        render.print_json(profile.to_json(), out)
+    else:
+        print_hardware(profile, out)
+
+
+@cli.command(name="catalog")
+@json_option
+def catalog_cmd(as_json) -> None:
+    """List the models advisor knows offline, with their exact parameter counts."""
+    from advisor import render
+    from advisor.sources import catalog
+
+    out, _ = _consoles()
+    specs = [catalog.spec_from_catalog(m) for m in catalog.known_ids()]
+    if as_json:
+        render.print_json([{"id": s.id, "total_params": s.total_params, "active_params": s.active_params} for s in specs], out)
+        return
+    from rich.table import Table
+
+    table = Table(header_style="bold")
+    for col in ("model", "total", "active", "layers", "KV heads", "context"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for s in specs:
+        table.add_row(s.id, f"{s.total_params:,}", f"{s.active_params:,}", str(s.num_layers), str(s.num_kv_heads),
+                      f"{s.max_context:,}" if s.max_context else "-")
+    out.print(table)
+
+
+def _register_optional_commands() -> None:
+    """bench and chat live in their own modules; each adds its command to the group."""
+    for module in ("advisor.bench_cli", "advisor.chat_cli"):
+        try:
+            __import__(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI and turn errors into one line and an exit code."""
+    debug = bool(os.environ.get(DEBUG_ENV))
+    _register_optional_commands()
+    try:
+        cli.main(args=argv, prog_name="advisor", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("advisor: interrupted.", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        click.echo("advisor: interrupted.", err=True)
+        sys.exit(130)
+    except click.exceptions.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except AdvisorError as exc:
+        if debug:
+            raise
+        click.echo(f"advisor: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except BrokenPipeError:
+        sys.exit(0)
+    except Exception as exc:
+        if debug:
+            raise
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        click.echo(
+            f"advisor: unexpected {type(exc).__name__}: {first} (set {DEBUG_ENV}=1 for the traceback, and report it).",
+            err=True,
+        )
+        sys.exit(1)
+    else:
+        sys.exit(0)
+
+
+__all__ = ["UsageError", "cli", "main"]

@@ -1,0 +1,278 @@
+"""Memory model: weights + KV cache + runtime overhead, per precision. Pure functions: no I/O, no torch.
+
+Every constant carries a NOTE with its source. `advisor bench` measures the same quantities on the
+loaded model, and `benchmarks/accuracy.py` compares them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from advisor import precision as P
+from advisor.spec import MemoryEstimate, ModelSpec, ParamBreakdown
+
+GiB = 1024**3
+MiB = 1024**2
+
+# NOTE: bitsandbytes 0.50 `Params4bit` default blocksize (bitsandbytes/nn/modules.py: `blocksize = 64`);
+# one fp32 absmax per block, or with double quantization one uint8 per block plus one fp32 per
+# 256 blocks (`nested_blocksize`).
+BNB4_BLOCK = 64
+BNB4_NESTED_BLOCK = 256
+
+# NOTE: process baseline on CPU: `import torch, transformers` is 325 MiB RSS with torch 2.13 CPU and
+# transformers 5.24 (measured on the 2-core CI machine); the tokenizer, generation buffers and the
+# allocator's slack add ~100 MiB in `advisor bench` runs of SmolLM2-135M.
+CPU_RUNTIME_BASE = 420 * MiB
+# NOTE: CUDA context + cuBLAS/cuDNN workspaces held by a torch process on the GPU: 300-600 MiB on
+# Ampere/Hopper with lazy module loading (torch issue #20532 and nvidia-smi readings); 500 MiB
+# is the middle. MPS has no separate context.
+CUDA_CONTEXT = 500 * MiB
+# NOTE: llama.cpp: the runtime's own buffers besides its compute buffer (~100 MiB in llama-cli logs).
+LLAMA_CPP_BASE = 100 * MiB
+# NOTE: llama.cpp's default micro-batch (n_ubatch = 512); its compute buffer scales with it.
+LLAMA_CPP_UBATCH = 512
+
+
+@dataclass(frozen=True)
+class WeightBytes:
+    """Loaded weight bytes by where they sit: what decode reads differs per group."""
+
+    embedding: int  # input embedding (also the output projection when tied)
+    lm_head: int  # untied output projection
+    layers: int  # decoder layers: attention, MLP or experts, norms
+    routed_experts: int = 0  # the part of `layers` in routed experts (all of them)
+    quantized: int = 0  # bytes held in the quantized format (0 for float precisions)
+    note: str = ""
+
+    @property
+    def total(self) -> int:
+        return self.embedding + self.lm_head + self.layers
+
+    @property
+    def kept(self) -> int:
+        return self.total - self.quantized
+
+
+def _breakdown_or_guess(spec: ModelSpec) -> ParamBreakdown:
+    """The spec's breakdown, or for a size label a guess."""
+    if spec.params is not None:
+        return spec.params
+    # NOTE: in the catalog's dense models the input embedding is 1.6-7% of the total (Llama-3-8B
+    # 6.5%, Qwen2.5-72B 1.7%); without metadata assume 3% each for embedding and untied head.
+    emb = int(spec.total_params * 0.03)
+    routed = spec.total_params - spec.active_params
+    if routed and spec.num_experts and spec.experts_per_token:
+        routed = routed * spec.num_experts // (spec.num_experts - spec.experts_per_token)
+    return ParamBreakdown(
+        embedding=emb, lm_head=emb, linear=spec.total_params - 2 * emb, other=0,
+        routed_experts=routed, routed_experts_linear=routed,
+    )
+
+
+_FUSED_EXPERTS_NOTE = (
+    "bitsandbytes quantizes nn.Linear layers only: this model's experts are fused 3-D tensors in "
+    "transformers 5, so they stay 16-bit"
+)
+
+
+def weight_bytes(spec: ModelSpec, precision: str, *, compute_dtype_bytes: int = 2) -> WeightBytes:
+    """Bytes the weights take once loaded in `precision` (a name from advisor.precision)."""
+    prec = P.get(precision)
+    params = _breakdown_or_guess(spec)
+    if prec.kind == "float":
+        b = prec.bytes_per_param
+        layers = spec.total_params - params.embedding - params.lm_head
+        return WeightBytes(
+            embedding=int(params.embedding * b),
+            lm_head=int(params.lm_head * b),
+            layers=int(layers * b),
+            routed_experts=int(params.routed_experts * b),
+        )
+    if prec.kind in ("bnb8", "bnb4"):
+        if prec.kind == "bnb8":
+            # LLM.int8: int8 weights + one fp32 scale (SCB) per output row.
+            quantized = params.linear + params.linear_rows * 4
+        else:
+            packed = -(-params.linear // 2)
+            blocks = -(-params.linear // BNB4_BLOCK)
+            scales = blocks + -(-blocks // BNB4_NESTED_BLOCK) * 4 if prec.double_quant else blocks * 4
+            quantized = packed + scales
+        cd = compute_dtype_bytes
+        fused = params.routed_experts - params.routed_experts_linear
+        per_linear = quantized / params.linear if params.linear else 0.0
+        experts = int(params.routed_experts_linear * per_linear + fused * cd)
+        note = _FUSED_EXPERTS_NOTE if fused > 0 else ""
+        return WeightBytes(
+            embedding=params.embedding * cd,
+            lm_head=params.lm_head * cd,
+            layers=quantized + params.other * cd,
+            routed_experts=experts,
+            quantized=quantized,
+            note=note,
+        )
+    if prec.kind == "gguf":
+        if precision == P.GGUF_FILE:
+            return _gguf_file_bytes(spec, params)
+        return _gguf_weight_bytes(spec, params, prec)
+    raise ValueError(f"unknown precision kind {prec.kind}")
+
+
+# llama.cpp falls back to a legacy type when a row length is not a multiple of the 256-weight
+# K-quant super-block (llama-quant.cpp, `tensor_type_fallback`).
+_K_FALLBACK = {"Q6_K": "Q8_0", "Q5_K": "Q5_1", "Q4_K": "Q5_0", "Q3_K": "IQ4_NL", "Q2_K": "IQ4_NL"}
+
+
+def _gguf_type_for_row(type_name: str, row_len: int | None) -> str:
+    if type_name in _K_FALLBACK and row_len and row_len % 256:
+        return _K_FALLBACK[type_name]
+    return type_name
+
+
+def _more_bits_layers(n_layers: int) -> int:
+    """Layers where llama.cpp's *_M recipes raise attn_v/ffn_down to Q6_K (`use_more_bits`)."""
+    eighth = n_layers // 8
+    return sum(1 for i in range(n_layers) if i < eighth or i >= 7 * n_layers // 8 or (i - eighth) % 3 == 2)
+
+
+def _gguf_weight_bytes(spec: ModelSpec, params: ParamBreakdown, prec: P.Precision) -> WeightBytes:
+    """llama.cpp's quantization recipe applied to the parameter groups (llama-quant.cpp)."""
+    base = prec.gguf_type or "Q8_0"
+    hidden = spec.hidden_size
+    # Output projection: Q6_K in every recipe below Q8_0; with tied embeddings the token
+    # embedding plays the output's role and takes its type.
+    out_type = _gguf_type_for_row(base if base == "Q8_0" else "Q6_K", hidden)
+    emb_type = out_type if not params.lm_head else _gguf_type_for_row(base, hidden)
+    fused = max(params.routed_experts - params.routed_experts_linear, 0)
+    matrices = params.linear + fused
+    rest = max(params.other - fused, 0)  # norms, biases, routers stay F32
+    raised = 0
+    body = 0
+    if prec.gguf_mix == "M" and spec.num_layers:
+        frac = _more_bits_layers(spec.num_layers) / spec.num_layers
+        raised = min(int((params.attn_v + params.ffn_down) * frac), matrices)
+        body += P.gguf_bytes(_gguf_type_for_row("Q6_K", spec.intermediate_size), raised)
+    body += P.gguf_bytes(_gguf_type_for_row(base, hidden), matrices - raised)
+    per_matrix = body / matrices if matrices else 0.0
+    emb = P.gguf_bytes(emb_type, params.embedding)
+    head = P.gguf_bytes(out_type, params.lm_head)
+    return WeightBytes(
+        embedding=emb,
+        lm_head=head,
+        layers=body + rest * 4,
+        routed_experts=int(params.routed_experts * per_matrix),
+        quantized=body + emb + head,
+        note=f"llama.cpp {prec.description} recipe",
+    )
+
+
+def _gguf_file_bytes(spec: ModelSpec, params: ParamBreakdown) -> WeightBytes:
+    """A GGUF file's real bytes, split into groups in the proportions of its dominant type's recipe."""
+    qtype = (spec.quantization or "gguf Q8_0").split()[-1]
+    try:
+        P.gguf_type_size(qtype)
+    except KeyError:
+        qtype = "Q8_0"
+    shape = _gguf_weight_bytes(spec, params, P.Precision("file", "llama.cpp", "gguf", 0.0, 0, "", gguf_type=qtype))
+    real = spec.checkpoint_bytes or shape.total
+    scale = real / shape.total if shape.total else 1.0
+    emb, head = int(shape.embedding * scale), int(shape.lm_head * scale)
+    return WeightBytes(
+        embedding=emb,
+        lm_head=head,
+        layers=real - emb - head,
+        routed_experts=int(shape.routed_experts * scale),
+        quantized=int(shape.quantized * scale),
+        note="the GGUF file's real tensor bytes",
+    )
+
+
+def cache_dtype_bytes(precision: str) -> int:
+    """KV cache element size: the compute dtype (fp32 for fp32, else 16-bit; llama.cpp f16)."""
+    return 4 if precision == "fp32" else 2
+
+
+def kv_cache_bytes(spec: ModelSpec, context: int, *, batch: int = 1, dtype_bytes: int = 2, runtime: str = "transformers") -> int:
+    """KV cache for `context` tokens held: full layers grow with it, sliding layers stop at their window."""
+    kv = spec.kv
+    if kv is None:
+        return 0
+    if runtime == "llama.cpp" and kv.latent_elements:
+        per_token = kv.latent_elements * context
+    else:
+        window = kv.sliding_window or context
+        per_token = kv.full_elements * context + kv.sliding_elements * min(context, window)
+    return int(per_token * batch * dtype_bytes)
+
+
+def overhead_bytes(spec: ModelSpec, precision: str, *, device_kind: str, prompt_tokens: int = 512, batch: int = 1) -> int:
+    """Runtime overhead: process or CUDA context, plus the prefill's peak activations."""
+    prec = P.get(precision)
+    hidden = spec.hidden_size or 0
+    inter = spec.intermediate_size or 4 * hidden
+    vocab = spec.vocab_size or 0
+    if prec.runtime == "llama.cpp":
+        ubatch = min(prompt_tokens, LLAMA_CPP_UBATCH) * batch
+        # NOTE: llama.cpp's compute buffer holds one micro-batch's activations in f32, logits
+        # included (~260 MiB for a 128k vocabulary at n_ubatch 512, as llama.cpp prints at load).
+        compute = ubatch * (vocab + 4 * hidden + 2 * inter) * 4
+        return LLAMA_CPP_BASE + compute
+    base = CUDA_CONTEXT if device_kind == "cuda" else CPU_RUNTIME_BASE if device_kind == "cpu" else 0
+    act_bytes = 4 if precision == "fp32" else 2
+    tokens = prompt_tokens * batch
+    # NOTE: peak prefill activations in one decoder layer: residual, normed input, q/k/v/out
+    # (~6 hidden-wide tensors) and the MLP's gate, up and product (3 intermediate-wide), plus
+    # the boolean causal mask SDPA receives; the logits of the last position only (generate()
+    # passes logits_to_keep=1) in fp32.
+    acts = tokens * (6 * hidden + 3 * inter) * act_bytes + tokens * prompt_tokens + batch * vocab * 4
+    # bitsandbytes dequantizes one weight matrix at a time for matmuls on the CPU.
+    if prec.kind in ("bnb4", "bnb8"):
+        acts += hidden * inter * act_bytes
+    return int(base + acts)
+
+
+def estimate(
+    spec: ModelSpec,
+    precision: str,
+    *,
+    context: int,
+    batch: int = 1,
+    device_kind: str = "cpu",
+    prompt_tokens: int = 512,
+) -> MemoryEstimate:
+    """Weights + KV cache + overhead for `context` tokens held, in `precision`."""
+    prec = P.get(precision)
+    w = weight_bytes(spec, precision)
+    kv = kv_cache_bytes(spec, context, batch=batch, dtype_bytes=cache_dtype_bytes(precision), runtime=prec.runtime)
+    over = overhead_bytes(spec, precision, device_kind=device_kind, prompt_tokens=min(prompt_tokens, context), batch=batch)
+    return MemoryEstimate(weights_bytes=w.total, kv_cache_bytes=kv, overhead_bytes=over, context=context, batch=batch)
+
+
+def max_context(
+    spec: ModelSpec,
+    precision: str,
+    budget_bytes: int,
+    *,
+    batch: int = 1,
+    device_kind: str = "cpu",
+    prompt_tokens: int = 512,
+) -> int:
+    """Longest context (tokens, up to the model's own limit) whose total fits in `budget_bytes`; 0 if none."""
+    limit = spec.max_context or 131072
+
+    def fits(ctx: int) -> bool:
+        est = estimate(spec, precision, context=ctx, batch=batch, device_kind=device_kind, prompt_tokens=prompt_tokens)
+        return est.total_bytes <= budget_bytes
+
+    if not fits(1):
+        return 0
+    if fits(limit):
+        return limit
+    lo, hi = 1, limit  # fits(lo) and not fits(hi): memory grows monotonically with context
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid
+    return lo

@@ -1,0 +1,411 @@
+"""Speed model: placement across devices, decode tokens/s, prefill and time to first token.
+
+Pure functions: no I/O, no torch. Decode is memory-bound: each token reads every weight on its
+active path once, so time per token = sum over devices of (bytes read there / effective bandwidth)
+plus a fixed per-layer cost (kernel launches, Python and framework work). Prefill is
+compute-bound: 2 x active parameters FLOPs per token plus attention, over matrix throughput.
+The efficiencies below are defaults; `advisor bench` measures this machine's own and the
+calibration store replaces them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from advisor import precision as P
+from advisor.costmodel import memory as M
+from advisor.spec import Device, Hardware, ModelSpec, SpeedEstimate
+
+GB = 1e9
+
+# NOTE: fraction of the *measured* read bandwidth a runtime's decode attains, by
+# (runtime, precision kind, device kind). Sources:
+# - transformers float on CPU: the probe measures bandwidth with the same torch matrix-vector
+#   product decode uses, so the weight stream runs near it; 0.85 leaves room for the non-GEMV
+#   ops (norms, rotary, sampling). Measured here by `advisor bench` on SmolLM2-135M.
+# - bitsandbytes on CPU: int8 and 4-bit matmuls dequantize into a 16-bit copy before the GEMM,
+#   writing and reading the weight again: well under the bandwidth (bench on this CPU).
+# - transformers bf16 on CUDA: 0.8 of measured bandwidth in eager mode with SDPA (HF's LLM
+#   optimisation guide; gpt-fast reports ~0.85 once launch overhead is gone).
+# - bitsandbytes on CUDA: LLM.int8 runs ~3-4x slower than fp16 per byte (bitsandbytes docs:
+#   "int8 inference is ~ 15-40% slower" than fp16 for large models, far worse for small
+#   batches); nf4 uses a dedicated GEMV kernel for batch 1 (~0.5).
+# - llama.cpp: its quantized GEMV kernels reach 0.6-0.8 of bandwidth on CPU and GPU (llama.cpp
+#   discussion #4167, tokens/s x model size / bandwidth over many Apple and NVIDIA devices).
+EFFICIENCY: dict[tuple[str, str, str], float] = {
+    ("transformers", "float", "cpu"): 0.85,
+    ("transformers", "bnb8", "cpu"): 0.25,
+    ("transformers", "bnb4", "cpu"): 0.30,
+    ("transformers", "float", "cuda"): 0.80,
+    ("transformers", "bnb8", "cuda"): 0.25,
+    ("transformers", "bnb4", "cuda"): 0.50,
+    ("transformers", "float", "mps"): 0.70,
+    ("transformers", "bnb8", "mps"): 0.20,
+    ("transformers", "bnb4", "mps"): 0.30,
+    ("llama.cpp", "gguf", "cpu"): 0.70,
+    ("llama.cpp", "gguf", "cuda"): 0.75,
+    ("llama.cpp", "gguf", "mps"): 0.75,
+}
+
+# NOTE: fixed cost per decoder layer per token (seconds): Python dispatch and kernel launches.
+# transformers eager on CUDA: Llama-3-8B bf16 decodes at ~35-40 tok/s on an A100 in eager mode
+# (HF LLM optimisation guide, before static cache + torch.compile) where bandwidth alone allows
+# ~127: ~18 ms of 32 layers' overhead, ~0.5 ms a layer. On CPU the same dispatch costs ~0.35 ms a
+# layer on this 2-core machine (bench of SmolLM2-135M, 30 layers). llama.cpp's C++ graph:
+# ~0.02 ms a layer.
+FIXED_PER_LAYER: dict[tuple[str, str], float] = {
+    ("transformers", "cpu"): 0.35e-3,
+    ("transformers", "cuda"): 0.50e-3,
+    ("transformers", "mps"): 0.60e-3,
+    ("llama.cpp", "cpu"): 0.03e-3,
+    ("llama.cpp", "cuda"): 0.02e-3,
+    ("llama.cpp", "mps"): 0.02e-3,
+}
+
+# NOTE: fraction of peak matrix throughput that prefill reaches (large GEMMs): ~0.6 on GPUs for
+# transformers eager (MLPerf-style measurements put cuBLAS bf16 GEMMs at 0.7-0.8 of the
+# datasheet; attention and small ops pull it down), and on the CPU relative to the probe's
+# measured fp32 GEMM rate, ~0.8.
+MATMUL_EFFICIENCY = {"cpu": 0.8, "cuda": 0.6, "mps": 0.5}
+# NOTE: bitsandbytes and GGUF prefill dequantize weights before each GEMM: a fraction of the
+# float rate (llama.cpp CPU prompt processing runs 0.3-0.6 of its f16 rate for Q4_K).
+QUANT_PREFILL_FACTOR = {"float": 1.0, "bnb8": 0.35, "bnb4": 0.5, "gguf": 0.5}
+
+# NOTE: host-to-device copies over PCIe 4.0 x16 reach ~25 GB/s of the 31.5 GB/s theoretical
+# (pinned memory, NVIDIA bandwidthTest); transformers streams offloaded weights this way.
+PCIE_GBPS_DEFAULT = 25.0
+# NOTE: uncalibrated estimates span -30%/+25% (the efficiencies above vary by that much across
+# the sources quoted); calibrated ones +-15% (the spread `advisor bench` observes run to run).
+RANGE_UNCALIBRATED = (0.70, 1.25)
+RANGE_CALIBRATED = (0.85, 1.15)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """This machine's measured efficiencies (from `advisor bench` runs), overriding the defaults."""
+
+    efficiency: dict[tuple[str, str, str], float] = field(default_factory=dict)
+    fixed_per_layer: dict[tuple[str, str], float] = field(default_factory=dict)
+    runs: int = 0
+
+    def eff(self, runtime: str, kind: str, device: str) -> tuple[float, bool]:
+        key = (runtime, kind, device)
+        if key in self.efficiency:
+            return self.efficiency[key], True
+        return EFFICIENCY.get(key, 0.5), False
+
+    def fixed(self, runtime: str, device: str) -> tuple[float, bool]:
+        key = (runtime, device)
+        if key in self.fixed_per_layer:
+            return self.fixed_per_layer[key], True
+        return FIXED_PER_LAYER.get(key, 0.3e-3), False
+
+
+NO_CALIBRATION = Calibration()
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where the model's parts sit: layer counts and bytes per device, and whether it fits."""
+
+    label: str  # "cpu", "cuda:0", "cuda:0+cuda:1", "cuda:0+cpu (20/32 layers on GPU)"
+    layers: dict[str, int]  # device label -> decoder layers held
+    bytes: dict[str, int]  # device label -> bytes held (weights + KV + overhead)
+    budgets: dict[str, int]  # device label -> usable bytes
+    fits: bool
+    offloaded_layers: int = 0  # layers kept in host RAM while GPUs compute
+    head_device: str = "cpu"
+    embed_device: str = "cpu"
+
+
+def usable_bytes(device: Device, headroom: float) -> int:
+    """Memory a plan may use on a device: its total less headroom, and never more than is free."""
+    usable = int(device.memory_bytes * (1 - headroom))
+    if device.free_bytes is not None and device.kind != "cpu":
+        usable = min(usable, int(device.free_bytes * (1 - headroom / 2)))
+    return usable
+
+
+def plan(
+    spec: ModelSpec,
+    precision: str,
+    hw: Hardware,
+    *,
+    context: int,
+    batch: int = 1,
+    prompt_tokens: int = 512,
+    headroom: float = 0.10,
+    offload: bool = True,
+) -> Placement:
+    """Place the model as accelerate's device_map="auto" does: fill GPUs in order, then the CPU."""
+    prec = P.get(precision)
+    w = M.weight_bytes(spec, precision)
+    layers = spec.num_layers or 1
+    kv_total = M.kv_cache_bytes(spec, context, batch=batch, dtype_bytes=M.cache_dtype_bytes(precision), runtime=prec.runtime)
+    per_layer = (w.layers + kv_total) / layers
+    gpus = [d for d in hw.devices if d.kind != "cpu"]
+    cpu = hw.cpu
+    budgets = {d.label: usable_bytes(d, headroom) for d in hw.devices}
+    over_args = dict(prompt_tokens=min(prompt_tokens, context), batch=batch)
+
+    if not gpus:
+        dev = cpu or hw.devices[0]
+        over = M.overhead_bytes(spec, precision, device_kind=dev.kind, **over_args)
+        total = w.total + kv_total + over
+        return Placement(
+            label=dev.label, layers={dev.label: layers}, bytes={dev.label: int(total)}, budgets=budgets,
+            fits=total <= budgets[dev.label], head_device=dev.label, embed_device=dev.label,
+        )
+
+    # Embedding on the first GPU, head on the last one used; layers fill GPUs in order.
+    used: dict[str, float] = {}
+    held: dict[str, int] = {}
+    remaining = layers
+    for i, gpu in enumerate(gpus):
+        over = M.overhead_bytes(spec, precision, device_kind=gpu.kind, **over_args)
+        fixed = over + (w.embedding if i == 0 else 0)
+        room = budgets[gpu.label] - fixed
+        head_room = w.lm_head if not spec.tied_embeddings else 0
+        n = max(0, min(remaining, int((room - head_room) // per_layer) if per_layer else remaining))
+        if n == 0 and i > 0:
+            break
+        held[gpu.label] = n
+        used[gpu.label] = fixed + n * per_layer
+        remaining -= n
+        if remaining == 0:
+            break
+    last_gpu = list(held)[-1]
+    head_dev = last_gpu
+    if remaining == 0:
+        used[last_gpu] += w.lm_head
+    offloaded = remaining
+    fits = all(used[k] <= budgets[k] for k in used)
+    if offloaded:
+        cpu_label = cpu.label if cpu else "cpu"
+        held[cpu_label] = offloaded
+        head_dev = cpu_label
+        used[cpu_label] = offloaded * per_layer + w.lm_head + M.CPU_RUNTIME_BASE
+        fits = offload and fits and cpu is not None and used[cpu_label] <= budgets.get(cpu_label, 0)
+    gpu_labels = [k for k in held if k != "cpu" and held[k] > 0] or [gpus[0].label]
+    label = "+".join(gpu_labels)
+    if offloaded:
+        label += f"+cpu ({layers - offloaded}/{layers} layers on GPU)"
+    return Placement(
+        label=label, layers=held, bytes={k: int(v) for k, v in used.items()}, budgets=budgets, fits=fits,
+        offloaded_layers=offloaded, head_device=head_dev, embed_device=gpus[0].label,
+    )
+
+
+def experts_read_fraction(spec: ModelSpec, tokens: int) -> float:
+    """Fraction of routed-expert bytes read when `tokens` tokens pass at once (batch or verify).
+
+    Each token picks k of E experts; an expert is read if any token picked it:
+    1 - (1 - k/E)^tokens, assuming independent, uniform routing.
+    """
+    if not spec.num_experts or not spec.experts_per_token:
+        return 1.0
+    k, e = spec.experts_per_token, spec.num_experts
+    return 1 - (1 - k / e) ** max(tokens, 1)
+
+
+def bytes_per_token(spec: ModelSpec, precision: str, *, depth: int, batch: int = 1, tokens_in_pass: int = 1) -> dict[str, int]:
+    """Bytes one decode step reads, by group: layers (active path), head, embedding rows, KV cache."""
+    prec = P.get(precision)
+    w = M.weight_bytes(spec, precision)
+    unread_experts = int(w.routed_experts * (1 - experts_read_fraction(spec, batch * tokens_in_pass)))
+    vocab = spec.vocab_size or 1
+    if spec.tied_embeddings or not w.lm_head:
+        head = w.embedding  # the tied table is the output projection: read in full
+        emb_rows = 0
+    else:
+        head = w.lm_head
+        emb_rows = int(w.embedding / vocab * batch * tokens_in_pass)
+    kv = M.kv_cache_bytes(spec, depth, batch=batch, dtype_bytes=M.cache_dtype_bytes(precision), runtime=prec.runtime)
+    return {"layers": w.layers - unread_experts, "head": head, "embedding_rows": emb_rows, "kv_cache": kv}
+
+
+def _device_bandwidth(dev: Device, precision: str) -> float:
+    """Measured bandwidth for the dtype decode streams (the probe measures bf16 separately on CPU)."""
+    by_dtype = dev.details.get("bandwidth_gbps_by_dtype") if dev.details else None
+    if by_dtype and precision in ("bf16", "fp16") and by_dtype.get("bf16"):
+        return float(by_dtype["bf16"])
+    return float(dev.bandwidth_gbps or 0.0)
+
+
+def decode_seconds(
+    spec: ModelSpec,
+    precision: str,
+    hw: Hardware,
+    placement: Placement,
+    *,
+    depth: int,
+    batch: int = 1,
+    tokens_in_pass: int = 1,
+    calibration: Calibration = NO_CALIBRATION,
+) -> tuple[float, dict]:
+    """Seconds for one decode step (one forward pass) and the basis of the figure."""
+    prec = P.get(precision)
+    parts = bytes_per_token(spec, precision, depth=depth, batch=batch, tokens_in_pass=tokens_in_pass)
+    layers = spec.num_layers or 1
+    layer_bytes = (parts["layers"] + parts["kv_cache"]) / layers
+    devices = {d.label: d for d in hw.devices}
+    total_layers = sum(placement.layers.values()) or layers
+    seconds = 0.0
+    per_device = {}
+    calibrated = True
+    for label, n in placement.layers.items():
+        dev = devices.get(label) or hw.cpu or hw.devices[0]
+        read = layer_bytes * n * layers / total_layers
+        if label == placement.head_device:
+            read += parts["head"]
+        if label == placement.embed_device:
+            read += parts["embedding_rows"]
+        compute_kind = dev.kind
+        if dev.kind == "cpu" and placement.offloaded_layers and prec.runtime == "transformers":
+            # transformers (accelerate hooks) copies offloaded weights to the GPU on every pass.
+            gpu = next(d for d in hw.devices if d.kind != "cpu")
+            pcie = float(gpu.details.get("pcie_gbps") or PCIE_GBPS_DEFAULT) if gpu.details else PCIE_GBPS_DEFAULT
+            t = read / (pcie * GB)
+            fixed, cal_f = calibration.fixed(prec.runtime, gpu.kind)
+            t += fixed * n
+            per_device[label] = {"bytes": int(read), "via": "PCIe to GPU", "gbps": pcie, "seconds": t}
+            seconds += t
+            calibrated &= cal_f
+            continue
+        eff, cal_e = calibration.eff(prec.runtime, prec.kind, compute_kind)
+        bw = _device_bandwidth(dev, precision)
+        fixed, cal_f = calibration.fixed(prec.runtime, compute_kind)
+        t = (read / (bw * eff * GB) if bw > 0 else math.inf) + fixed * n
+        per_device[label] = {
+            "bytes": int(read), "bandwidth_gbps": bw, "bandwidth_source": dev.bandwidth_source,
+            "efficiency": eff, "fixed_s_per_layer": fixed, "seconds": t,
+        }
+        seconds += t
+        calibrated &= cal_e and cal_f
+    basis = {"bytes_per_token": parts, "devices": per_device, "calibrated": calibrated}
+    return seconds, basis
+
+
+def prefill_seconds(
+    spec: ModelSpec, precision: str, hw: Hardware, placement: Placement, *, prompt_tokens: int, batch: int = 1,
+    calibration: Calibration = NO_CALIBRATION,
+) -> tuple[float, dict]:
+    """Seconds to process the prompt: max(compute, weight streaming) per device, plus fixed costs."""
+    prec = P.get(precision)
+    layers = spec.num_layers or 1
+    tokens = prompt_tokens * batch
+    d_attn = (spec.num_attention_heads or 0) * (spec.head_dim or 0)
+    # Causal attention: QK^T and AV, 2 FLOPs per MAC, half the square on average.
+    attn = 2 * layers * d_attn * prompt_tokens * prompt_tokens * batch
+    flops_total = 2 * spec.active_params * tokens + attn
+    w = M.weight_bytes(spec, precision)
+    weight_read = w.layers + w.lm_head + w.embedding * (1 if spec.tied_embeddings else 0)
+    devices = {d.label: d for d in hw.devices}
+    total_layers = sum(placement.layers.values()) or layers
+    seconds = 0.0
+    info = {}
+    for label, n in placement.layers.items():
+        dev = devices.get(label) or hw.cpu or hw.devices[0]
+        share = n / total_layers
+        flops = flops_total * share
+        peak = (dev.matmul_tflops or 0.0) * 1e12
+        mm_eff = MATMUL_EFFICIENCY.get(dev.kind, 0.5) * QUANT_PREFILL_FACTOR.get(prec.kind, 1.0)
+        if precision == "fp32" and dev.kind != "cpu":
+            mm_eff *= 0.25  # NOTE: fp32 on tensor-core GPUs runs at ~1/4 of the 16-bit rate (TF32 off)
+        if dev.kind == "cpu" and precision in ("bf16", "fp16"):
+            # The CPU probe times fp32 GEMM; bf16 there rides AMX/AVX512-BF16 where present, else
+            # converts: take the measured ratio of bf16 to fp32 bandwidth as a proxy.
+            by = dev.details.get("bandwidth_gbps_by_dtype", {}) if dev.details else {}
+            if by.get("bf16") and by.get("fp32"):
+                mm_eff *= min(1.0, by["bf16"] / by["fp32"])
+        compute = flops / (peak * mm_eff) if peak > 0 else math.inf
+        eff, _ = calibration.eff(prec.runtime, prec.kind, dev.kind)
+        bw = _device_bandwidth(dev, precision)
+        stream = weight_read * share / (bw * eff * GB) if bw > 0 else math.inf
+        fixed, _ = calibration.fixed(prec.runtime, dev.kind)
+        t = max(compute, stream) + fixed * n
+        if dev.kind == "cpu" and placement.offloaded_layers and prec.runtime == "transformers":
+            t = max(t, weight_read * share / (PCIE_GBPS_DEFAULT * GB))
+        info[label] = {"flops": flops, "matmul_tflops": dev.matmul_tflops, "efficiency": mm_eff, "seconds": t}
+        seconds += t
+    return seconds, {"flops": flops_total, "devices": info}
+
+
+def estimate_speed(
+    spec: ModelSpec,
+    precision: str,
+    hw: Hardware,
+    placement: Placement,
+    *,
+    context: int,
+    prompt_tokens: int = 512,
+    batch: int = 1,
+    depth: int | None = None,
+    calibration: Calibration = NO_CALIBRATION,
+) -> SpeedEstimate:
+    """Decode tokens/s at `depth` tokens of context (default: the prompt), prefill tokens/s and TTFT."""
+    depth = prompt_tokens if depth is None else depth
+    step, basis = decode_seconds(spec, precision, hw, placement, depth=depth, batch=batch, calibration=calibration)
+    pre, pre_basis = prefill_seconds(
+        spec, precision, hw, placement, prompt_tokens=prompt_tokens, batch=batch, calibration=calibration
+    )
+    tok_s = batch / step if step > 0 and math.isfinite(step) else 0.0
+    lo, hi = RANGE_CALIBRATED if basis["calibrated"] else RANGE_UNCALIBRATED
+    bpt = sum(basis["bytes_per_token"].values())
+    basis.update(depth=depth, prefill=pre_basis, range=[lo, hi])
+    return SpeedEstimate(
+        decode_tok_s=tok_s,
+        decode_tok_s_low=tok_s * lo,
+        decode_tok_s_high=tok_s * hi,
+        prefill_tok_s=prompt_tokens * batch / pre if pre > 0 and math.isfinite(pre) else 0.0,
+        ttft_s=pre + step if math.isfinite(pre) else math.inf,
+        prompt_tokens=prompt_tokens,
+        bytes_per_token=int(bpt),
+        basis=basis,
+    )
+
+
+def assisted_speedup(
+    spec: ModelSpec,
+    precision: str,
+    hw: Hardware,
+    placement: Placement,
+    draft: ModelSpec,
+    draft_precision: str,
+    draft_placement: Placement,
+    *,
+    depth: int,
+    acceptance: float = 0.7,
+    lookahead: int = 5,
+    calibration: Calibration = NO_CALIBRATION,
+) -> dict:
+    """Expected speed-up of assisted generation (speculative decoding) over plain decoding.
+
+    With per-token acceptance rate a and lookahead g, one target pass yields on average
+    (1 - a^(g+1)) / (1 - a) tokens (Leviathan et al., 2023). A cycle costs g draft steps plus one
+    target pass verifying g+1 tokens; for MoE targets that pass reads the experts any of those
+    tokens picked, which can erase the gain.
+    """
+    a = min(max(acceptance, 0.0), 0.999)
+    expected = (1 - a ** (lookahead + 1)) / (1 - a)
+    plain, _ = decode_seconds(spec, precision, hw, placement, depth=depth, calibration=calibration)
+    verify, _ = decode_seconds(
+        spec, precision, hw, placement, depth=depth, tokens_in_pass=lookahead + 1, calibration=calibration
+    )
+    draft_step, _ = decode_seconds(draft, draft_precision, hw, draft_placement, depth=depth, calibration=calibration)
+    cycle = lookahead * draft_step + verify
+    tok_s = expected / cycle if cycle > 0 else 0.0
+    plain_tok_s = 1 / plain if plain > 0 else 0.0
+    return {
+        "acceptance": a,
+        "lookahead": lookahead,
+        "tokens_per_target_pass": expected,
+        "target_step_s": plain,
+        "verify_step_s": verify,
+        "draft_step_s": draft_step,
+        "tok_s": tok_s,
+        "plain_tok_s": plain_tok_s,
+        "speedup": tok_s / plain_tok_s if plain_tok_s else 0.0,
+        "experts_read_fraction_verify": experts_read_fraction(spec, lookahead + 1),
+    }

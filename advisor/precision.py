@@ -1,0 +1,116 @@
+"""Precisions as data: one table of how each format stores a weight.
+
+Float and bitsandbytes formats are described here; GGUF block sizes come from gguf-py's own
+`GGML_QUANT_SIZES` table (block size in weights, bytes per block), so Q4_K costs its real
+4.5 bits per weight and nf4 its real 4 bits plus block scales, not a guessed half byte.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+
+@dataclass(frozen=True)
+class Precision:
+    name: str  # what the user types: fp32, bf16, int4, q4_k_m ...
+    runtime: str  # transformers | llama.cpp
+    kind: str  # float | bnb8 | bnb4 | gguf
+    bytes_per_param: float  # for float kinds; nominal for the others (display only)
+    quality_rank: int  # higher is closer to the trained weights
+    description: str
+    gguf_type: str | None = None  # base GGML type, for gguf kinds
+    gguf_mix: str | None = None  # "M": llama.cpp's *_M recipe (some tensors one type higher)
+    double_quant: bool = False  # bnb4: quantize the absmax scales too
+
+
+# NOTE: quality ranks order formats by how much they round the weights (bits per weight and
+# block-scale design): fp32 and the 16-bit formats reproduce a bf16-trained model exactly; 8-bit
+# formats lose ~0.1% perplexity, Q6_K/Q5_K_M little more, 4-bit formats measurably more
+# (llama.cpp's published perplexity tables for LLaMA; bitsandbytes' QLoRA paper for nf4).
+# `advisor bench --quality` measures the real cost per model.
+PRECISIONS: dict[str, Precision] = {
+    p.name: p
+    for p in (
+        Precision("fp32", "transformers", "float", 4.0, 100, "32-bit float"),
+        Precision("bf16", "transformers", "float", 2.0, 100, "bfloat16"),
+        Precision("fp16", "transformers", "float", 2.0, 99, "float16 (may overflow on bf16-trained models)"),
+        Precision("int8", "transformers", "bnb8", 1.0, 80, "bitsandbytes LLM.int8"),
+        Precision("int4", "transformers", "bnb4", 0.5, 55, "bitsandbytes nf4, blocksize 64"),
+        Precision(
+            "int4-dq", "transformers", "bnb4", 0.5, 55, "bitsandbytes nf4 with double quantization", double_quant=True
+        ),
+        Precision("q8_0", "llama.cpp", "gguf", 1.0625, 82, "GGUF Q8_0", gguf_type="Q8_0"),
+        Precision("q6_k", "llama.cpp", "gguf", 0.8203, 76, "GGUF Q6_K", gguf_type="Q6_K"),
+        Precision("q5_k_m", "llama.cpp", "gguf", 0.6875, 70, "GGUF Q5_K_M", gguf_type="Q5_K", gguf_mix="M"),
+        Precision("q4_k_m", "llama.cpp", "gguf", 0.5625, 62, "GGUF Q4_K_M", gguf_type="Q4_K", gguf_mix="M"),
+        Precision("q4_0", "llama.cpp", "gguf", 0.5625, 50, "GGUF Q4_0", gguf_type="Q4_0"),
+    )
+}
+
+TRANSFORMERS_PRECISIONS = tuple(n for n, p in PRECISIONS.items() if p.runtime == "transformers")
+GGUF_PRECISIONS = tuple(n for n, p in PRECISIONS.items() if p.runtime == "llama.cpp")
+
+# Sizes of the float dtypes that appear in checkpoints and caches.
+DTYPE_BYTES: dict[str, float] = {
+    "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1,
+    "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "U16": 2, "U32": 4, "U64": 8, "BOOL": 1,
+    "F4": 0.5, "F6_E2M3": 0.75, "F6_E3M2": 0.75,
+    "float32": 4, "float16": 2, "bfloat16": 2, "fp32": 4, "fp16": 2, "bf16": 2, "fp8": 1, "int8": 1,
+}  # fmt: skip
+
+
+@lru_cache(maxsize=None)
+def gguf_type_size(type_name: str) -> tuple[int, int]:
+    """(weights per block, bytes per block) of a GGML type, from gguf-py's table."""
+    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    try:
+        qtype = GGMLQuantizationType[type_name.upper()]
+    except KeyError:
+        raise KeyError(f"unknown GGML type {type_name!r}") from None
+    return GGML_QUANT_SIZES[qtype]
+
+
+def gguf_bytes(type_name: str, n_elements: int) -> int:
+    """Bytes that `n_elements` weights take in GGML type `type_name` (whole blocks)."""
+    block, size = gguf_type_size(type_name)
+    return -(-n_elements // block) * size
+
+
+def gguf_bits_per_weight(type_name: str) -> float:
+    block, size = gguf_type_size(type_name)
+    return size * 8 / block
+
+
+# The GGUF file as it is on disk (its own mix of types), run by llama.cpp.
+GGUF_FILE = "gguf-file"
+_GGUF_FILE = Precision(GGUF_FILE, "llama.cpp", "gguf", 0.0, 60, "the GGUF file as it is")
+
+
+def gguf_quality(type_name: str) -> int:
+    """Quality rank of a GGUF file by its dominant type's bits per weight (Q8_0 ~ 82, Q4_0 ~ 50)."""
+    try:
+        bits = gguf_bits_per_weight(type_name)
+    except KeyError:
+        return 50
+    return max(10, min(95, int(round(82 - (8.5 - bits) * 8))))
+
+
+def get(name: str, spec=None) -> Precision:
+    """The precision called `name` (case-insensitive); KeyError if there is none.
+
+    `gguf-file` is the GGUF file as it is; with its spec, its description and rank come from the
+    file's dominant tensor type.
+    """
+    key = name.lower()
+    if key == GGUF_FILE:
+        qtype = (spec.quantization or "").split()[-1] if spec is not None and spec.quantization else None
+        if qtype:
+            return Precision(GGUF_FILE, "llama.cpp", "gguf", 0.0, gguf_quality(qtype), f"GGUF file ({qtype})", qtype)
+        return _GGUF_FILE
+    return PRECISIONS[key]
+
+
+def names() -> tuple[str, ...]:
+    return tuple(PRECISIONS)

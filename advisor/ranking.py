@@ -1,0 +1,135 @@
+"""Questions over many models or many devices: which catalog models run here, what fits in the
+HF cache, what an assistant model buys, and how many GPUs a model too big for one needs."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from advisor.costmodel import memory as M
+from advisor.costmodel import speed as S
+from advisor.recommend import recommend
+from advisor.spec import ModelSpec, Option, Recommendation
+
+GB = 1e9
+
+
+@dataclass(frozen=True)
+class RankRow:
+    model: str
+    total_params: int
+    active_params: int
+    best: Option | None
+    reason: str
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "total_params": self.total_params,
+            "active_params": self.active_params,
+            "best": self.best.to_json() if self.best else None,
+            "reason": self.reason,
+            "error": self.error,
+        }
+
+
+def _row(spec: ModelSpec, hw, **kwargs) -> RankRow:
+    rec = recommend(spec, hw, **kwargs)
+    return RankRow(spec.id, spec.total_params, spec.active_params, rec.recommended, rec.reason)
+
+
+def rank_catalog(hw, *, top: int = 10, min_tok_s: float = 5.0, **kwargs) -> list[RankRow]:
+    """Catalog models this hardware runs at `min_tok_s` or more, biggest (by active params) first."""
+    from advisor.sources import catalog
+
+    rows = [_row(catalog.spec_from_catalog(m), hw, min_tok_s=min_tok_s, **kwargs) for m in catalog.known_ids()]
+    fast = [r for r in rows if r.best and r.best.speed and r.best.speed.decode_tok_s >= min_tok_s]
+    # Bigger active models answer better; among equals, better precision, then speed.
+    fast.sort(key=lambda r: (r.active_params, r.best.quality_rank, r.best.speed.decode_tok_s), reverse=True)
+    return fast[:top]
+
+
+def cached_fits(hw, **kwargs) -> list[RankRow]:
+    """Every model in the Hugging Face cache with its best option here (or why it could not be read)."""
+    from advisor.sources.local import list_cached_models
+
+    rows = []
+    for repo_id, spec in list_cached_models():
+        if isinstance(spec, Exception):
+            rows.append(RankRow(repo_id, 0, 0, None, "", error=str(spec)))
+        else:
+            rows.append(_row(spec, hw, **kwargs))
+    return rows
+
+
+def price_assistant(rec: Recommendation, draft: ModelSpec, hw, *, calibration=S.NO_CALIBRATION, context: int = 4096,
+                    acceptance: float = 0.7, lookahead: int = 5) -> dict[str, Any]:
+    """Assisted generation for the recommended option: the draft in the same precision and place."""
+    best = rec.recommended
+    if best is None:
+        return {"error": "the target model does not fit, so there is nothing to assist"}
+    spec = rec.model
+    if draft.vocab_size and spec.vocab_size and draft.vocab_size != spec.vocab_size:
+        warn = (f"the draft's vocabulary ({draft.vocab_size}) differs from the target's ({spec.vocab_size}): "
+                "transformers then needs universal assisted decoding, which costs more")
+    else:
+        warn = None
+    precision = best.precision if best.runtime == "transformers" else "bf16"
+    target_place = S.plan(spec, best.precision, hw, context=context)
+    draft_place = S.plan(draft, precision, hw, context=context)
+    out = S.assisted_speedup(
+        spec, best.precision, hw, target_place, draft, precision, draft_place, depth=min(context, 512),
+        acceptance=acceptance, lookahead=lookahead, calibration=calibration,
+    )
+    draft_mem = M.estimate(draft, precision, context=context).total_bytes
+    out.update(draft=draft.id, draft_precision=precision, draft_bytes=draft_mem, helps=out["speedup"] > 1.05)
+    if warn:
+        out["warning"] = warn
+    return out
+
+
+def multi_gpu_plan(spec: ModelSpec, device: str, *, context: int = 4096, batch: int = 1, headroom: float = 0.10) -> dict[str, Any]:
+    """How many GPUs of `device`'s kind the model needs in bf16 (and int4/fp8-sized weights), with
+    tensor/pipeline parallel sizes that divide its heads and layers, and the vLLM command for it."""
+    from advisor.accelerators import lookup, parse_device_arg
+
+    _, name = parse_device_arg(device)
+    acc = lookup(name)
+    per_gpu = (acc.memory_gb or 0) * GB * (1 - headroom)
+    heads = spec.num_attention_heads or 1
+    kv_heads = spec.num_kv_heads or heads
+    layers = spec.num_layers or 1
+    plans = []
+    for precision in ("bf16", "q8_0", "int4"):
+        w = M.weight_bytes(spec, precision).total
+        # NOTE: vLLM's KV cache is paged per GPU; its CUDA graphs and activations take ~1-2 GB a GPU.
+        kv = M.kv_cache_bytes(spec, context, batch=batch, runtime="llama.cpp" if spec.kv_lora_rank else "transformers")
+        need = w + kv
+        for n in (1, 2, 4, 8, 16, 32, 64):
+            tp = _largest_divisor(heads, kv_heads, min(n, 8))
+            pp = n // tp
+            if tp * pp != n or layers % pp and pp > 1 and layers < pp:
+                continue
+            if need / n + 1.5 * GB <= per_gpu:
+                plans.append({
+                    "precision": {"bf16": "bf16", "q8_0": "fp8/int8", "int4": "int4 (AWQ/GPTQ)"}[precision],
+                    "gpus": n, "tensor_parallel": tp, "pipeline_parallel": pp,
+                    "per_gpu_bytes": int(need / n + 1.5 * GB), "gpu": acc.name,
+                    "command": f"vllm serve {spec.id} --tensor-parallel-size {tp}"
+                               + (f" --pipeline-parallel-size {pp}" if pp > 1 else "")
+                               + f" --max-model-len {context}",
+                    "estimate": True,
+                })
+                break
+    return {"device": acc.name, "plans": plans,
+            "note": "estimate: weights and KV cache split evenly, plus ~1.5 GB a GPU for vLLM's runtime"}
+
+
+def _largest_divisor(heads: int, kv_heads: int, limit: int) -> int:
+    """Largest power of two <= limit dividing both the attention and KV heads (vLLM's TP rule)."""
+    tp = 1
+    while tp * 2 <= limit and heads % (tp * 2) == 0 and (kv_heads % (tp * 2) == 0 or (tp * 2) % kv_heads == 0):
+        tp *= 2
+    return tp if math.isfinite(tp) else 1

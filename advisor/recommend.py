@@ -1,0 +1,147 @@
+"""Candidate options for a (ModelSpec, Hardware), priced, ranked, with the reason for the pick."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+from advisor import precision as P
+from advisor.costmodel import memory as M
+from advisor.costmodel import speed as S
+from advisor.spec import Hardware, ModelSpec, Option, Recommendation
+
+GB = 1e9
+
+
+def candidate_precisions(spec: ModelSpec, requested: Iterable[str] | None = None) -> list[str]:
+    """The precisions worth pricing for this model (all, or those asked for, or those the checkpoint allows)."""
+    if requested:
+        return [p.lower() for p in requested]
+    names = list(P.PRECISIONS)
+    if spec.loadable_precisions:
+        allowed = set(spec.loadable_precisions)
+        names = [n for n in names if n in allowed or P.get(n).runtime == "llama.cpp"]
+    if spec.source == "gguf" and spec.quantization:
+        names.insert(0, P.GGUF_FILE)
+    return names
+
+
+def price(
+    spec: ModelSpec,
+    precision: str,
+    hw: Hardware,
+    *,
+    context: int = 4096,
+    batch: int = 1,
+    prompt_tokens: int = 512,
+    headroom: float = 0.10,
+    calibration: S.Calibration = S.NO_CALIBRATION,
+) -> Option:
+    """One option: placement, memory, longest context and speed for `precision` on `hw`."""
+    prec = P.get(precision, spec)
+    placement = S.plan(spec, precision, hw, context=context, batch=batch, prompt_tokens=prompt_tokens, headroom=headroom)
+    main_kind = next((d.kind for d in hw.devices if d.kind != "cpu"), "cpu")
+    mem = M.estimate(spec, precision, context=context, batch=batch, device_kind=main_kind, prompt_tokens=prompt_tokens)
+    max_ctx = _max_context(spec, precision, hw, batch=batch, prompt_tokens=prompt_tokens, headroom=headroom)
+    speed = S.estimate_speed(
+        spec, precision, hw, placement, context=context, prompt_tokens=min(prompt_tokens, context), batch=batch,
+        calibration=calibration,
+    )
+    notes = []
+    w = M.weight_bytes(spec, precision)
+    if w.note:
+        notes.append(w.note)
+    if placement.offloaded_layers and prec.runtime == "transformers":
+        notes.append("offloaded layers cross PCIe on every token")
+    if spec.max_context and context > spec.max_context:
+        notes.append(f"context {context} exceeds the model's {spec.max_context}")
+    return Option(
+        precision=precision,
+        runtime=prec.runtime,
+        placement=placement.label,
+        memory=mem,
+        fits=placement.fits and not (spec.max_context and context > spec.max_context),
+        max_context=max_ctx,
+        quality_rank=prec.quality_rank,
+        speed=speed,
+        per_device_bytes=placement.bytes,
+        notes=tuple(notes),
+    )
+
+
+def _max_context(spec: ModelSpec, precision: str, hw: Hardware, *, batch: int, prompt_tokens: int, headroom: float) -> int:
+    """Longest context whose plan still fits (binary search over the placement)."""
+    limit = spec.max_context or 131072
+
+    def fits(ctx: int) -> bool:
+        return S.plan(spec, precision, hw, context=ctx, batch=batch, prompt_tokens=prompt_tokens, headroom=headroom).fits
+
+    if not fits(1):
+        return 0
+    if fits(limit):
+        return limit
+    lo, hi = 1, limit
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return lo
+
+
+def choose(options: Iterable[Option], *, min_tok_s: float = 5.0, runtime: str | None = None) -> tuple[Option | None, str]:
+    """The pick and why: best quality that fits and reaches `min_tok_s`, else the fastest that fits."""
+    pool = [o for o in options if runtime in (None, o.runtime)]
+    fitting = [o for o in pool if o.fits]
+    if not fitting:
+        return None, "nothing fits in this memory, even at 4-bit"
+    fast = [o for o in fitting if o.speed and o.speed.decode_tok_s >= min_tok_s]
+    if fast:
+        # Equal quality: the faster one; equal speed too: transformers (what bench and chat run).
+        best = max(fast, key=lambda o: (o.quality_rank, o.speed.decode_tok_s, o.runtime == "transformers"))
+        why = (
+            f"{best.precision} is the highest-quality option that fits and reaches {min_tok_s:g} tok/s "
+            f"(~{best.speed.decode_tok_s:.1f} tok/s on {best.placement})"
+        )
+        better = [o for o in fitting if o.quality_rank > best.quality_rank]
+        if better:
+            top = max(better, key=lambda o: o.quality_rank)
+            why += f"; {top.precision} also fits but runs at only ~{top.speed.decode_tok_s:.1f} tok/s"
+        return best, why
+    best = max(fitting, key=lambda o: (o.speed.decode_tok_s if o.speed else 0.0, o.quality_rank))
+    speed = best.speed.decode_tok_s if best.speed else 0.0
+    return best, f"no option reaches {min_tok_s:g} tok/s; {best.precision} is the fastest that fits (~{speed:.1f} tok/s)"
+
+
+def recommend(
+    spec: ModelSpec,
+    hw: Hardware,
+    *,
+    precisions: Iterable[str] | None = None,
+    context: int = 4096,
+    batch: int = 1,
+    prompt_tokens: int = 512,
+    headroom: float = 0.10,
+    min_tok_s: float = 5.0,
+    runtime: str | None = None,
+    calibration: S.Calibration = S.NO_CALIBRATION,
+) -> Recommendation:
+    """Price every candidate precision on `hw` and pick one, with the reason."""
+    options = tuple(
+        price(
+            spec, p, hw, context=context, batch=batch, prompt_tokens=prompt_tokens, headroom=headroom,
+            calibration=calibration,
+        )
+        for p in candidate_precisions(spec, precisions)
+    )
+    best, reason = choose(options, min_tok_s=min_tok_s, runtime=runtime)
+    warnings = list(spec.warnings)
+    if best is not None:
+        mem = best.memory
+        reason += (
+            f". It needs {mem.total_bytes / GB:.1f} GB ({mem.weights_bytes / GB:.1f} weights + "
+            f"{mem.kv_cache_bytes / GB:.2f} KV cache for {context} tokens + {mem.overhead_bytes / GB:.2f} overhead)"
+        )
+        if best.max_context and math.isfinite(best.max_context):
+            reason += f" and fits up to {best.max_context} tokens of context"
+    if not spec.exact:
+        warnings.append(f"'{spec.id}' was not read from metadata: the counts are guessed from its size label")
+    return Recommendation(model=spec, hardware=hw, options=options, recommended=best, reason=reason, warnings=tuple(warnings))

@@ -1,0 +1,216 @@
+"""Rich tables and JSON for the results. Computes nothing: every figure arrives ready."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from advisor.spec import ModelSpec, Option, Recommendation
+
+GB = 1e9
+
+
+def gb(n: float | None) -> str:
+    if n is None:
+        return "-"
+    return f"{n / GB:.2f}" if n < 10 * GB else f"{n / GB:.1f}"
+
+
+def params(n: int | None) -> str:
+    if not n:
+        return "-"
+    if n >= 1e9:
+        return f"{n / 1e9:.2f}B"
+    return f"{n / 1e6:.1f}M"
+
+
+def tok_s(x: float | None) -> str:
+    if x is None or not math.isfinite(x):
+        return "-"
+    return f"{x:.1f}" if x < 100 else f"{x:.0f}"
+
+
+def seconds(x: float | None) -> str:
+    if x is None or not math.isfinite(x):
+        return "-"
+    return f"{x * 1000:.0f} ms" if x < 1 else f"{x:.1f} s"
+
+
+def context(n: int) -> str:
+    return f"{n:,}" if n else "none"
+
+
+def print_json(data: Any, console: Console) -> None:
+    console.print_json(json.dumps(data, default=str))
+
+
+def model_summary(spec: ModelSpec) -> Text:
+    text = Text()
+    text.append(spec.id, style="bold")
+    text.append(f"  ({spec.source}{'' if spec.exact else ', estimated'})\n", style="dim")
+    line = f"{params(spec.total_params)} parameters"
+    if spec.active_params != spec.total_params:
+        line += f", {params(spec.active_params)} active per token"
+        if spec.num_experts:
+            line += f" ({spec.experts_per_token} of {spec.num_experts} experts)"
+    if spec.exact:
+        line += f" = {spec.total_params:,}"
+    text.append(line + "\n")
+    shape = []
+    if spec.num_layers:
+        shape.append(f"{spec.num_layers} layers")
+    if spec.hidden_size:
+        shape.append(f"hidden {spec.hidden_size}")
+    if spec.num_attention_heads:
+        shape.append(f"{spec.num_attention_heads} heads / {spec.num_kv_heads} KV heads x {spec.head_dim}")
+    if spec.vocab_size:
+        shape.append(f"vocab {spec.vocab_size:,}")
+    if spec.max_context:
+        shape.append(f"context {spec.max_context:,}")
+    if spec.sliding_window_layers:
+        shape.append(f"{spec.sliding_window_layers} sliding-window layers ({spec.sliding_window})")
+    if spec.kv_lora_rank:
+        shape.append(f"MLA latent {spec.kv_lora_rank}")
+    if spec.native_dtype:
+        shape.append(str(spec.native_dtype))
+    if spec.quantization:
+        shape.append(f"checkpoint: {spec.quantization}")
+    if shape:
+        text.append(", ".join(shape), style="dim")
+    return text
+
+
+def options_table(rec: Recommendation) -> Table:
+    table = Table(title=None, show_lines=False, header_style="bold")
+    for col, justify in (
+        ("precision", "left"), ("runtime", "left"), ("placement", "left"), ("weights GB", "right"),
+        ("KV GB", "right"), ("overhead GB", "right"), ("total GB", "right"), ("fits", "center"),
+        ("max context", "right"), ("decode tok/s", "right"), ("TTFT", "right"),
+    ):
+        table.add_column(col, justify=justify)
+    for opt in rec.options:
+        style = "bold green" if opt is rec.recommended else ("" if opt.fits else "dim")
+        sp = opt.speed
+        decode = "-"
+        if sp is not None and sp.decode_tok_s > 0:
+            decode = f"{tok_s(sp.decode_tok_s)} ({tok_s(sp.decode_tok_s_low)}-{tok_s(sp.decode_tok_s_high)})"
+        table.add_row(
+            ("* " if opt is rec.recommended else "") + opt.precision,
+            opt.runtime,
+            opt.placement,
+            gb(opt.memory.weights_bytes),
+            gb(opt.memory.kv_cache_bytes),
+            gb(opt.memory.overhead_bytes),
+            gb(opt.memory.total_bytes),
+            "yes" if opt.fits else "no",
+            context(opt.max_context),
+            decode,
+            seconds(sp.ttft_s) if sp else "-",
+            style=style,
+        )
+    return table
+
+
+def hardware_line(rec: Recommendation) -> str:
+    parts = []
+    for d in rec.hardware.devices:
+        bw = f"{d.bandwidth_gbps:.0f} GB/s ({d.bandwidth_source})" if d.bandwidth_gbps else "bandwidth unknown"
+        parts.append(f"{d.label} {d.name}: {d.memory_bytes / GB:.1f} GB, {bw}")
+    return "; ".join(parts)
+
+
+def basis_line(opt: Option) -> str:
+    sp = opt.speed
+    if sp is None:
+        return ""
+    devs = sp.basis.get("devices", {})
+    bits = []
+    for label, info in devs.items():
+        if "efficiency" in info and "bandwidth_gbps" in info:
+            bits.append(
+                f"{label}: {info['bytes'] / GB:.2f} GB/token at {info['bandwidth_gbps']:.0f} GB/s "
+                f"({info.get('bandwidth_source', '?')}) x {info['efficiency']:.2f} efficiency"
+            )
+        elif "via" in info:
+            bits.append(f"{label}: {info['bytes'] / GB:.2f} GB/token over {info['via']} at {info['gbps']:.0f} GB/s")
+    cal = "calibrated on this machine" if sp.basis.get("calibrated") else "uncalibrated defaults"
+    return f"basis: {'; '.join(bits)}; {cal}; range {sp.basis.get('range')}"
+
+
+def print_recommendation(rec: Recommendation, console: Console, err: Console) -> None:
+    console.print(model_summary(rec.model))
+    console.print(Text(f"hardware: {hardware_line(rec)}", style="dim"))
+    console.print(options_table(rec))
+    if rec.recommended is not None:
+        console.print(Text(f"Recommended: {rec.recommended.precision} ({rec.recommended.runtime}, "
+                           f"{rec.recommended.placement})", style="bold green"))
+        console.print(f"Why: {rec.reason}.")
+        line = basis_line(rec.recommended)
+        if line:
+            console.print(Text(line, style="dim"))
+        for note in rec.recommended.notes:
+            console.print(Text(f"note: {note}", style="yellow"))
+    else:
+        console.print(Text(f"No recommendation: {rec.reason}.", style="bold red"))
+    for warning in rec.warnings:
+        err.print(Text(f"warning: {warning}", style="yellow"))
+
+
+def print_ranking(rows, console: Console, *, as_json: bool = False, title: str = "") -> None:
+    if as_json:
+        print_json({"title": title, "models": [r.to_json() for r in rows]}, console)
+        return
+    table = Table(title=title, header_style="bold")
+    for col, justify in (("model", "left"), ("params", "right"), ("active", "right"), ("best option", "left"),
+                         ("total GB", "right"), ("decode tok/s", "right"), ("max context", "right")):
+        table.add_column(col, justify=justify)
+    for r in rows:
+        if r.error:
+            table.add_row(r.model, "-", "-", f"[red]{r.error}[/red]", "-", "-", "-")
+            continue
+        b = r.best
+        table.add_row(
+            r.model, params(r.total_params), params(r.active_params),
+            f"{b.precision} on {b.placement}" if b else "does not fit",
+            gb(b.memory.total_bytes) if b else "-",
+            tok_s(b.speed.decode_tok_s) if b and b.speed else "-",
+            context(b.max_context) if b else "-",
+        )
+    if not rows:
+        console.print(f"{title}: none.")
+        return
+    console.print(table)
+
+
+def print_extras(extra: dict[str, Any], console: Console) -> None:
+    assisted = extra.get("assisted")
+    if assisted:
+        if "error" in assisted:
+            console.print(f"Assisted generation: {assisted['error']}.")
+        else:
+            verdict = "helps" if assisted["helps"] else "does not help"
+            console.print(
+                f"Assisted generation with {assisted['draft']} ({assisted['draft_precision']}): {verdict}: "
+                f"~{assisted['tok_s']:.1f} tok/s vs {assisted['plain_tok_s']:.1f} plain "
+                f"(x{assisted['speedup']:.2f}; {assisted['tokens_per_target_pass']:.2f} tokens per target pass at "
+                f"acceptance {assisted['acceptance']:.0%}, lookahead {assisted['lookahead']}"
+                + (f"; verifying reads {assisted['experts_read_fraction_verify']:.0%} of the experts"
+                   if assisted["experts_read_fraction_verify"] < 1 else "")
+                + ")."
+            )
+            if assisted.get("warning"):
+                console.print(Text(f"note: {assisted['warning']}", style="yellow"))
+    scale = extra.get("scale_out")
+    if scale:
+        if not scale["plans"]:
+            console.print(f"Even 64x {scale['device']} would not hold it.")
+        for p in scale["plans"]:
+            console.print(
+                f"Scale out ({p['precision']}): {p['gpus']}x {p['gpu']} (TP {p['tensor_parallel']}, PP "
+                f"{p['pipeline_parallel']}), ~{p['per_gpu_bytes'] / GB:.0f} GB each: `{p['command']}` (estimate)"
+            )

@@ -1,0 +1,97 @@
+"""The offline catalog: exact specs of popular chat models, precomputed from their configs.
+
+`data/catalog.json` is built by `python -m advisor.sources.catalog` from `data/configs/*.json`
+(a meta-device build of each, checked against `data/param_counts.csv`), so that `recommend` on a
+catalog model answers offline, in well under a second, without importing torch.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from functools import lru_cache
+from pathlib import Path
+
+from advisor.paths import data_dir
+from advisor.spec import ModelSpec, model_spec_from_json
+
+CATALOG_FILE = "catalog.json"
+
+
+def config_path(model_id: str) -> Path:
+    return data_dir() / "configs" / (model_id.replace("/", "__") + ".json")
+
+
+@lru_cache(maxsize=1)
+def _load() -> dict[str, dict]:
+    path = data_dir() / CATALOG_FILE
+    if not path.exists():
+        return {}
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def known_ids() -> list[str]:
+    """Every model id in the catalog."""
+    return sorted(_load())
+
+
+def find(model_id: str) -> str | None:
+    """The catalog id matching `model_id` (case-insensitive; a bare name if unique), else None."""
+    catalog = _load()
+    if model_id in catalog:
+        return model_id
+    lowered = model_id.lower().strip("/")
+    exact = [k for k in catalog if k.lower() == lowered]
+    if exact:
+        return exact[0]
+    bare = [k for k in catalog if k.lower().split("/")[-1] == lowered]
+    return bare[0] if len(bare) == 1 else None
+
+
+def spec_from_catalog(model_id: str) -> ModelSpec | None:
+    """The precomputed spec of a catalog model, or None when the id is not in the catalog."""
+    key = find(model_id)
+    if key is None:
+        return None
+    return model_spec_from_json(_load()[key])
+
+
+def known_counts() -> dict[str, tuple[int, int | None]]:
+    """model id -> (total, active or None) from data/param_counts.csv (published counts)."""
+    out = {}
+    with open(data_dir() / "param_counts.csv", newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            active = int(row["active_params"]) if row["active_params"] else None
+            out[row["model_id"]] = (int(row["total_params"]), active)
+    return out
+
+
+def build() -> dict[str, dict]:
+    """Build every config in data/configs on the meta device (needs torch); check the known counts."""
+    from advisor.sources.config import load_config_file, spec_from_config
+
+    counts = known_counts()
+    out: dict[str, dict] = {}
+    for path in sorted((data_dir() / "configs").glob("*.json")):
+        model_id = path.stem.replace("__", "/")
+        spec = spec_from_config(load_config_file(path), model_id=model_id, source="catalog")
+        if model_id in counts:
+            total, active = counts[model_id]
+            if spec.total_params != total or spec.active_params != (active or total):
+                raise SystemExit(
+                    f"{model_id}: built {spec.total_params}/{spec.active_params}, published {total}/{active}"
+                )
+        out[model_id] = spec.to_json()
+    return out
+
+
+def main() -> None:
+    data = build()
+    target = data_dir() / CATALOG_FILE
+    target.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    print(f"wrote {len(data)} models to {target}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,282 @@
+"""An exact ModelSpec from a `config.json`: the model is built on the meta device and counted.
+
+Building with accelerate's `init_empty_weights` and transformers' `AutoModelForCausalLM.from_config`
+allocates nothing, counts the LM head, and (after `tie_weights()`) counts tied embeddings once.
+Which layers bitsandbytes would quantize is decided by transformers' own rules
+(`get_keys_to_not_convert`, exact `nn.Linear`/`Conv1D` types), and which layers keep a sliding
+window of KV cache by its own `get_layer_types_and_kwargs`, so the spec matches what the
+transformers runtime really does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+from advisor.errors import ConfigError, UnsupportedArchitectureError
+from advisor.spec import KVLayout, ModelSpec, ParamBreakdown
+
+_EXPERT_COUNT_KEYS = ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts")
+_TOP_K_KEYS = ("num_experts_per_tok", "num_experts_per_token", "moe_topk", "top_k", "experts_per_token")
+_CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx")
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a config.json; ConfigError with the path if it is not a JSON object."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"Cannot read config '{path}': {exc.strerror or exc}.") from None
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"Config '{path}' is not valid JSON ({exc}): re-download it or fix the file.") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"Config '{path}' is not a JSON object: expected a Hugging Face config.json.")
+    return data
+
+
+def _first(obj: Any, keys: tuple[str, ...]) -> Any:
+    for key in keys:
+        value = getattr(obj, key, None)
+        if value is not None:
+            return value
+    return None
+
+
+@contextlib.contextmanager
+def _quiet():
+    """transformers logs and warns freely while building; the user needs none of it here."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    logging.getLogger("accelerate").setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with contextlib.redirect_stderr(io.StringIO()):
+                yield
+    finally:
+        hf_logging.set_verbosity(level)
+
+
+def build_config(config: dict[str, Any], *, model_id: str, trust_remote_code: bool = False, code_dir: str | None = None):
+    """A transformers PretrainedConfig from a config dict; raises UnsupportedArchitectureError."""
+    from transformers import AutoConfig
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    model_type = config.get("model_type")
+    if not isinstance(model_type, str) or not model_type:
+        raise ConfigError(f"Config of '{model_id}' has no 'model_type': it is not a transformers config.json.")
+    needs_code = "auto_map" in config and model_type not in CONFIG_MAPPING
+    if needs_code and not trust_remote_code:
+        raise UnsupportedArchitectureError(
+            f"'{model_id}' needs the repository's own code (auto_map, model_type '{model_type}'), "
+            "which advisor never runs by default: pass --trust-remote-code to build it exactly."
+        )
+    if model_type not in CONFIG_MAPPING:
+        if needs_code and code_dir:
+            with _quiet():
+                return AutoConfig.from_pretrained(code_dir, trust_remote_code=True)
+        raise UnsupportedArchitectureError(
+            f"transformers does not know the architecture '{model_type}' of '{model_id}': "
+            "upgrade transformers, or the estimate falls back to the size in the name."
+        )
+    rest = {k: v for k, v in config.items() if k != "model_type"}
+    try:
+        with _quiet():
+            return AutoConfig.for_model(model_type, **rest)
+    except Exception as exc:  # transformers raises ValueError, TypeError, KeyError... on bad fields
+        raise ConfigError(f"Config of '{model_id}' is malformed for '{model_type}': {exc}".splitlines()[0]) from None
+
+
+def spec_from_config(
+    config: dict[str, Any],
+    *,
+    model_id: str,
+    source: str = "config",
+    trust_remote_code: bool = False,
+    code_dir: str | None = None,
+) -> ModelSpec:
+    """Build the model on the meta device and count it: the exact ModelSpec for this config."""
+    if not isinstance(config, dict):
+        raise ConfigError(f"Config of '{model_id}' is not a JSON object.")
+    hf_config = build_config(config, model_id=model_id, trust_remote_code=trust_remote_code, code_dir=code_dir)
+
+    from accelerate import init_empty_weights
+    from transformers import AutoModelForCausalLM
+
+    try:
+        with _quiet(), init_empty_weights():
+            model = AutoModelForCausalLM.from_config(hf_config, trust_remote_code=trust_remote_code)
+        model.tie_weights()
+    except ValueError as exc:
+        raise UnsupportedArchitectureError(
+            f"transformers cannot build '{model_id}' as a causal LM ({str(exc).splitlines()[0]})."
+        ) from None
+    except Exception as exc:
+        raise ConfigError(f"Config of '{model_id}' does not build a model: {str(exc).splitlines()[0]}") from None
+    return _spec_from_model(model, hf_config, model_id=model_id, source=source)
+
+
+def _spec_from_model(model, hf_config, *, model_id: str, source: str) -> ModelSpec:
+    params = _breakdown(model)
+    text = hf_config.get_text_config(decoder=True)
+    num_experts = _first(text, _EXPERT_COUNT_KEYS)
+    top_k = _first(text, _TOP_K_KEYS)
+    total = params.total
+    active = total
+    if num_experts and top_k and params.routed_experts:
+        # Unselected experts are never read: active = total - routed * (1 - k / E).
+        active = total - params.routed_experts * (num_experts - top_k) // num_experts
+
+    heads = getattr(text, "num_attention_heads", None)
+    hidden = getattr(text, "hidden_size", None)
+    kv_heads = getattr(text, "num_key_value_heads", None) or heads
+    head_dim = getattr(text, "head_dim", None) or (hidden // heads if hidden and heads else None)
+    kv = _kv_layout(text, kv_heads, head_dim)
+    dtype = getattr(hf_config, "dtype", None)
+    dtype_name = str(dtype).replace("torch.", "") if dtype is not None else None
+    tied = params.lm_head == 0 and model.get_output_embeddings() is not None
+    window = kv.sliding_window
+    return ModelSpec(
+        id=model_id,
+        source=source,
+        exact=True,
+        total_params=total,
+        active_params=active,
+        architecture=type(model).__name__,
+        model_type=hf_config.model_type,
+        num_layers=getattr(text, "num_hidden_layers", None),
+        hidden_size=hidden,
+        intermediate_size=getattr(text, "intermediate_size", None),
+        num_attention_heads=heads,
+        num_kv_heads=kv_heads,
+        head_dim=head_dim,
+        vocab_size=getattr(text, "vocab_size", None),
+        max_context=_first(text, _CONTEXT_KEYS),
+        sliding_window=window,
+        sliding_window_layers=kv.sliding_layers,
+        kv_lora_rank=getattr(text, "kv_lora_rank", None),
+        qk_rope_head_dim=getattr(text, "qk_rope_head_dim", None),
+        num_experts=num_experts,
+        experts_per_token=top_k,
+        native_dtype=dtype_name,
+        tied_embeddings=tied,
+        params=params,
+        kv=kv,
+    )
+
+
+def _breakdown(model) -> ParamBreakdown:
+    """Split the parameters into the groups runtimes store differently."""
+    from torch import nn
+    from transformers.pytorch_utils import Conv1D
+    from transformers.quantizers.base import get_keys_to_not_convert
+    from transformers.quantizers.quantizers_utils import should_convert_module
+
+    not_convert = get_keys_to_not_convert(model)
+    in_emb = model.get_input_embeddings()
+    out_emb = model.get_output_embeddings()
+    in_weight = getattr(in_emb, "weight", None)
+    out_weight = getattr(out_emb, "weight", None)
+
+    total = sum(p.numel() for p in model.parameters())  # parameters() yields a shared tensor once
+    embedding = in_weight.numel() if in_weight is not None else 0
+    lm_head = out_weight.numel() if out_weight is not None and out_weight is not in_weight else 0
+
+    linear = linear_rows = linear_bias = 0
+    routed = routed_linear = attn_v = ffn_down = 0
+    for name, module in model.named_modules():
+        weight = getattr(module, "weight", None)
+        is_linear = type(module) is nn.Linear or isinstance(module, Conv1D)
+        parts = name.split(".")
+        in_experts = "experts" in parts  # routed experts; "shared_expert(s)" is a different segment
+        if is_linear and weight is not None and weight is not out_weight and should_convert_module(name, not_convert):
+            linear += weight.numel()
+            linear_rows += weight.shape[1] if isinstance(module, Conv1D) else weight.shape[0]
+            if module.bias is not None:
+                linear_bias += module.bias.numel()
+            if in_experts:
+                routed_linear += weight.numel()
+        if parts[-1] in ("v_proj", "wv", "value"):
+            attn_v += weight.numel() if weight is not None else 0
+        for pname, param in module.named_parameters(recurse=False):
+            if in_experts:
+                routed += param.numel()
+            if "down_proj" in (parts[-1], pname) or parts[-1] in ("w2", "c_proj") and "mlp" in parts:
+                if pname in ("weight", "down_proj"):
+                    ffn_down += param.numel()
+
+    other = total - embedding - lm_head - linear
+    return ParamBreakdown(
+        embedding=embedding,
+        lm_head=lm_head,
+        linear=linear,
+        linear_rows=linear_rows,
+        linear_bias=linear_bias,
+        other=other,
+        routed_experts=routed,
+        routed_experts_linear=routed_linear,
+        attn_v=attn_v,
+        ffn_down=ffn_down,
+    )
+
+
+def _kv_layout(text, kv_heads: int | None, head_dim: int | None) -> KVLayout:
+    """Per-token KV elements as transformers' DynamicCache stores them, layer by layer."""
+    from transformers.cache_utils import get_layer_types_and_kwargs
+
+    layers = getattr(text, "num_hidden_layers", None) or 0
+    try:
+        layer_types, layer_kwargs = get_layer_types_and_kwargs(text)
+    except Exception:  # older or unusual configs: treat every layer as full attention
+        layer_types, layer_kwargs = ["full_attention"] * layers, [{}] * layers
+
+    kv_lora = getattr(text, "kv_lora_rank", None)
+    note = None
+    latent = None
+    if kv_lora:
+        heads = text.num_attention_heads
+        nope = getattr(text, "qk_nope_head_dim", 0) or 0
+        rope = getattr(text, "qk_rope_head_dim", 0) or 0
+        v_dim = getattr(text, "v_head_dim", None) or nope
+        per_layer = heads * (nope + rope) + heads * v_dim
+        latent = (kv_lora + rope) * len(layer_types)
+        note = (
+            "MLA: transformers caches decompressed per-head K and V "
+            f"({per_layer} values per layer per token); llama.cpp and vLLM cache the latent "
+            f"({kv_lora + rope})."
+        )
+    else:
+        per_layer = 2 * (kv_heads or 0) * (head_dim or 0)
+
+    full = sliding = 0
+    full_layers = sliding_layers = 0
+    window = None
+    for layer_type, kwargs in zip(layer_types, layer_kwargs):
+        if layer_type == "dummy":  # shares another layer's cache or has no attention
+            continue
+        if "sliding_window" in kwargs and kwargs["sliding_window"]:
+            sliding += per_layer
+            sliding_layers += 1
+            window = kwargs["sliding_window"] if window is None else min(window, kwargs["sliding_window"])
+        else:
+            full += per_layer
+            full_layers += 1
+    return KVLayout(
+        full_elements=full,
+        sliding_elements=sliding,
+        sliding_window=window,
+        full_layers=full_layers,
+        sliding_layers=sliding_layers,
+        latent_elements=latent,
+        note=note,
+    )
