@@ -88,6 +88,25 @@ GGUF_FILE = "gguf-file"
 _GGUF_FILE = Precision(GGUF_FILE, "llama.cpp", "gguf", 0.0, 60, "the GGUF file as it is")
 
 
+def gguf_base_type(file_type: str) -> tuple[str, str | None]:
+    """'Q4_K_M' -> ('Q4_K', 'M'); 'Q4_1' -> ('Q4_1', None): a llama.cpp file type's base tensor type."""
+    name = file_type.upper()
+    try:
+        gguf_type_size(name)
+        return name, None
+    except KeyError:
+        pass
+    for suffix in ("_XL", "_XS", "_S", "_M", "_L"):
+        if name.endswith(suffix):
+            base = name[: -len(suffix)]
+            try:
+                gguf_type_size(base)
+                return base, suffix[1:]
+            except KeyError:
+                break
+    return "Q8_0", None
+
+
 def gguf_quality(type_name: str) -> int:
     """Quality rank of a GGUF file by its dominant type's bits per weight (Q8_0 ~ 82, Q4_0 ~ 50)."""
     try:
@@ -107,7 +126,10 @@ def get(name: str, spec=None) -> Precision:
     if key == GGUF_FILE:
         qtype = (spec.quantization or "").split()[-1] if spec is not None and spec.quantization else None
         if qtype:
-            return Precision(GGUF_FILE, "llama.cpp", "gguf", 0.0, gguf_quality(qtype), f"GGUF file ({qtype})", qtype)
+            base, mix = gguf_base_type(qtype)
+            return Precision(
+                GGUF_FILE, "llama.cpp", "gguf", 0.0, gguf_quality(base), f"GGUF file ({qtype})", base, mix
+            )
         return _GGUF_FILE
     return PRECISIONS[key]
 

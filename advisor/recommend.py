@@ -48,6 +48,11 @@ def price(
         calibration=calibration,
     )
     notes = []
+    quality = prec.quality_rank
+    if spec.source == "gguf" and spec.quantization and precision != P.GGUF_FILE:
+        # Dequantizing a GGUF file cannot restore what its quantization rounded away.
+        quality = min(quality, P.get(P.GGUF_FILE, spec).quality_rank)
+        notes.append(f"weights dequantized from the {spec.quantization} file: quality no better than the file")
     w = M.weight_bytes(spec, precision)
     if w.note:
         notes.append(w.note)
@@ -62,7 +67,7 @@ def price(
         memory=mem,
         fits=placement.fits and not (spec.max_context and context > spec.max_context),
         max_context=max_ctx,
-        quality_rank=prec.quality_rank,
+        quality_rank=quality,
         speed=speed,
         per_device_bytes=placement.bytes,
         notes=tuple(notes),

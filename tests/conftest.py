@@ -31,3 +31,20 @@ def smollm_gguf() -> Path:
     if not path.exists():
         pytest.skip(f"{path} missing")
     return path
+
+
+@pytest.fixture(scope="session")
+def _probed_hardware():
+    """This machine measured once per test session (no disk test)."""
+    from advisor import hardware
+
+    return hardware.probe(disk=False)
+
+
+@pytest.fixture
+def seeded_hw(_probed_hardware):
+    """The isolated cache holds this machine's profile, so commands do not measure again."""
+    from advisor import hardware
+
+    hardware.save_hardware(_probed_hardware)
+    return _probed_hardware

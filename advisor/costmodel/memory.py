@@ -168,12 +168,7 @@ def _gguf_weight_bytes(spec: ModelSpec, params: ParamBreakdown, prec: P.Precisio
 
 def _gguf_file_bytes(spec: ModelSpec, params: ParamBreakdown) -> WeightBytes:
     """A GGUF file's real bytes, split into groups in the proportions of its dominant type's recipe."""
-    qtype = (spec.quantization or "gguf Q8_0").split()[-1]
-    try:
-        P.gguf_type_size(qtype)
-    except KeyError:
-        qtype = "Q8_0"
-    shape = _gguf_weight_bytes(spec, params, P.Precision("file", "llama.cpp", "gguf", 0.0, 0, "", gguf_type=qtype))
+    shape = _gguf_weight_bytes(spec, params, P.get(P.GGUF_FILE, spec))
     real = spec.checkpoint_bytes or shape.total
     scale = real / shape.total if shape.total else 1.0
     emb, head = int(shape.embedding * scale), int(shape.lm_head * scale)

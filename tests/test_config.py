@@ -1,0 +1,122 @@
+"""Exact specs from configs: every catalog config built on the meta device matches its published count."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from advisor.errors import ConfigError, UnsupportedArchitectureError
+from advisor.sources import catalog
+from advisor.sources.config import load_config_file, spec_from_config
+
+KNOWN = catalog.known_counts()
+
+
+@pytest.mark.parametrize("model_id", sorted(KNOWN))
+def test_config_count_matches_published(model_id):
+    # The trap: tied embeddings counted twice, the LM head left out, or experts counted in full.
+    spec = spec_from_config(load_config_file(catalog.config_path(model_id)), model_id=model_id)
+    total, active = KNOWN[model_id]
+    assert spec.total_params == total
+    assert spec.active_params == (active or total)
+    assert spec.exact
+    assert spec.params.total == spec.total_params
+
+
+def test_catalog_json_is_fresh():
+    # data/catalog.json must be what the configs build today, or offline answers drift from exact ones.
+    built = catalog.build()
+    stored = json.loads((catalog.data_dir() / catalog.CATALOG_FILE).read_text())
+    assert sorted(built) == sorted(stored)
+    for model_id, spec in built.items():
+        assert json.loads(json.dumps(spec)) == stored[model_id], model_id
+
+
+def test_tied_embeddings_counted_once():
+    spec = catalog.spec_from_catalog("HuggingFaceTB/SmolLM2-135M-Instruct")
+    assert spec.tied_embeddings and spec.params.lm_head == 0
+    assert spec.params.embedding == 49152 * 576
+
+
+def test_untied_head_counted():
+    spec = catalog.spec_from_catalog("meta-llama/Meta-Llama-3-8B-Instruct")
+    assert not spec.tied_embeddings
+    assert spec.params.lm_head == spec.params.embedding == 128256 * 4096
+
+
+def test_spec_fields_for_llama3():
+    s = catalog.spec_from_catalog("meta-llama/Meta-Llama-3-8B-Instruct")
+    assert (s.num_layers, s.hidden_size, s.num_attention_heads, s.num_kv_heads, s.head_dim) == (32, 4096, 32, 8, 128)
+    assert (s.vocab_size, s.max_context, s.native_dtype) == (128256, 8192, "bfloat16")
+    # GQA: 2 (K and V) x 32 layers x 8 KV heads x 128.
+    assert s.kv.full_elements == 2 * 32 * 8 * 128 and s.kv.sliding_elements == 0
+
+
+def test_moe_fields():
+    s = catalog.spec_from_catalog("mistralai/Mixtral-8x7B-Instruct-v0.1")
+    assert (s.num_experts, s.experts_per_token) == (8, 2)
+    # Routed experts: 32 layers x 8 experts x 3 matrices of 4096 x 14336.
+    assert s.params.routed_experts == 32 * 8 * 3 * 4096 * 14336
+    assert s.total_params - s.active_params == s.params.routed_experts * 6 // 8
+
+
+def test_sliding_window_layers_from_transformers():
+    gemma = catalog.spec_from_catalog("google/gemma-2-2b-it")
+    # Gemma-2 alternates sliding (4096) and global layers: 13 of each in its 26 layers.
+    assert gemma.kv.sliding_window == 4096 and gemma.kv.sliding_layers == 13 and gemma.kv.full_layers == 13
+    oss = catalog.spec_from_catalog("openai/gpt-oss-20b")
+    assert oss.kv.sliding_window == 128 and oss.kv.sliding_layers == 12
+
+
+def test_mla_latent_recorded():
+    s = catalog.spec_from_catalog("deepseek-ai/DeepSeek-V2-Chat")
+    assert s.kv_lora_rank == 512 and s.qk_rope_head_dim == 64
+    # transformers caches decompressed K (128 heads x 192) and V (128 x 128) per layer; the latent is 576.
+    assert s.kv.full_elements == 60 * (128 * 192 + 128 * 128)
+    assert s.kv.latent_elements == 60 * 576
+
+
+def test_bnb_keeps_fused_experts_out_of_linear():
+    # transformers 5 fuses experts into 3-D tensors, which bitsandbytes (nn.Linear only) leaves alone.
+    s = catalog.spec_from_catalog("mistralai/Mixtral-8x7B-Instruct-v0.1")
+    assert s.params.routed_experts_linear == 0
+    assert s.params.other >= s.params.routed_experts
+
+
+def test_unknown_architecture_raises():
+    with pytest.raises(UnsupportedArchitectureError, match="does not know the architecture 'nosucharch'"):
+        spec_from_config({"model_type": "nosucharch", "hidden_size": 8}, model_id="x/y")
+
+
+def test_remote_code_refused_without_flag():
+    cfg = {"model_type": "mycustom", "auto_map": {"AutoConfig": "configuration_my.MyConfig"}}
+    with pytest.raises(UnsupportedArchitectureError, match="--trust-remote-code"):
+        spec_from_config(cfg, model_id="x/custom")
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        {},  # no model_type at all
+        {"model_type": ""},  # empty model_type
+        {"model_type": "llama", "hidden_size": "wide"},  # wrong type for a size field
+        {"model_type": "llama", "num_attention_heads": 7, "hidden_size": 64},  # heads do not divide hidden
+    ],
+    ids=["no-type", "empty-type", "string-size", "heads-mismatch"],
+)
+def test_malformed_config_raises_config_error(cfg):
+    with pytest.raises((ConfigError, UnsupportedArchitectureError)):
+        spec_from_config(cfg, model_id="bad/config")
+
+
+def test_load_config_file_errors(tmp_path):
+    bad = tmp_path / "config.json"
+    bad.write_text("{not json")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        load_config_file(bad)
+    bad.write_text("[1, 2]")
+    with pytest.raises(ConfigError, match="not a JSON object"):
+        load_config_file(bad)
+    with pytest.raises(ConfigError, match="Cannot read"):
+        load_config_file(tmp_path / "missing.json")
