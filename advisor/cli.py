@@ -36,9 +36,9 @@ class PrecisionType(click.ParamType):
         from advisor import precision as P
 
         text = str(value).lower()
-        if text == "all" or text in P.PRECISIONS or text == P.GGUF_FILE:
+        if text == "all" or text in P.PRECISIONS or text in (P.GGUF_FILE, P.CHECKPOINT):
             return text
-        self.fail(f"unknown precision '{value}': choose from {', '.join(P.names())}, {P.GGUF_FILE} or all", param, ctx)
+        self.fail(f"unknown precision '{value}': choose from {', '.join(P.names())}, {P.GGUF_FILE}, {P.CHECKPOINT} or all", param, ctx)
 
 
 # Shared options, defined once.

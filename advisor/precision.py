@@ -116,6 +116,28 @@ def gguf_quality(type_name: str) -> int:
     return max(10, min(95, int(round(82 - (8.5 - bits) * 8))))
 
 
+# A checkpoint already quantized (GPTQ, AWQ, FP8, MXFP4, compressed-tensors...), loaded as it is.
+CHECKPOINT = "checkpoint"
+
+
+def _checkpoint_precision(spec) -> Precision:
+    label = (spec.quantization or "") if spec is not None else ""
+    low = label.lower()
+    # NOTE: ranks as for the table's formats of the same width: 8-bit ~ int8, fp8 a little better
+    # (per-tensor float scales), 4-bit group-quantized (GPTQ/AWQ, group 128) a little better than nf4.
+    if "fp8" in low or "float8" in low:
+        rank = 85
+    elif "8" in low.replace("fp8", ""):
+        rank = 80
+    elif "mxfp4" in low:
+        rank = 60
+    elif "4" in low:
+        rank = 58
+    else:
+        rank = 50
+    return Precision(CHECKPOINT, "transformers", "prequant", 0.0, rank, f"the checkpoint as quantized ({label or '?'})")
+
+
 def get(name: str, spec=None) -> Precision:
     """The precision called `name` (case-insensitive); KeyError if there is none.
 
@@ -123,6 +145,8 @@ def get(name: str, spec=None) -> Precision:
     file's dominant tensor type.
     """
     key = name.lower()
+    if key == CHECKPOINT:
+        return _checkpoint_precision(spec)
     if key == GGUF_FILE:
         qtype = (spec.quantization or "").split()[-1] if spec is not None and spec.quantization else None
         if qtype:

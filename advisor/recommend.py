@@ -21,6 +21,8 @@ def candidate_precisions(spec: ModelSpec, requested: Iterable[str] | None = None
     if spec.loadable_precisions:
         allowed = set(spec.loadable_precisions)
         names = [n for n in names if n in allowed or P.get(n).runtime == "llama.cpp"]
+        if allowed - set(P.PRECISIONS):  # the checkpoint's own format (gptq-int4, fp8, ...)
+            names.insert(0, P.CHECKPOINT)
     if spec.source == "gguf" and spec.quantization:
         names.insert(0, P.GGUF_FILE)
     return names

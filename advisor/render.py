@@ -214,3 +214,68 @@ def print_extras(extra: dict[str, Any], console: Console) -> None:
                 f"Scale out ({p['precision']}): {p['gpus']}x {p['gpu']} (TP {p['tensor_parallel']}, PP "
                 f"{p['pipeline_parallel']}), ~{p['per_gpu_bytes'] / GB:.0f} GB each: `{p['command']}` (estimate)"
             )
+
+
+def _fmt_value(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    if unit == "bytes":
+        return f"{value / 1e6:,.1f} MB"
+    if unit == "s":
+        return seconds(value)
+    return tok_s(value)
+
+
+def bench_row_table(row) -> Table:
+    table = Table(title=f"{row.precision} on {row.placement} (load {row.load_s:.1f} s)" if row.load_s else row.precision,
+                  header_style="bold", title_justify="left")
+    for col, justify in (("figure", "left"), ("measured", "right"), ("estimated", "right"), ("ratio", "right"),
+                         ("spread", "right")):
+        table.add_column(col, justify=justify)
+    for c in row.comparisons:
+        ratio = c.ratio
+        style = "" if ratio is None else ("green" if 0.85 <= ratio <= 1.15 else "yellow" if 0.65 <= ratio <= 1.5 else "red")
+        table.add_row(
+            c.name, _fmt_value(c.measured, c.unit), _fmt_value(c.estimated, c.unit),
+            f"[{style}]{ratio:.2f}[/{style}]" if ratio is not None else "-",
+            f"{c.spread:.0%}" if c.spread is not None else "-",
+        )
+    if row.perplexity is not None:
+        rel = f" (x{row.perplexity_ratio:.3f} of the best)" if row.perplexity_ratio else ""
+        table.caption = f"perplexity on the built-in text: {row.perplexity:.2f}{rel}"
+    return table
+
+
+def print_bench_row(row, console: Console) -> None:
+    if row.status != "ok":
+        console.print(Text(f"{row.precision}: {row.status}: {row.message}", style="yellow"))
+        return
+    console.print(bench_row_table(row))
+
+
+def print_bench_summary(report, console: Console) -> None:
+    table = Table(title=f"advisor bench: {report.model} ({report.source})", header_style="bold", title_justify="left")
+    for col, justify in (("precision", "left"), ("status", "left"), ("weights MB", "right"), ("peak MB", "right"),
+                         ("decode tok/s", "right"), ("est. tok/s", "right"), ("TTFT", "right"), ("perplexity", "right")):
+        table.add_column(col, justify=justify)
+    for r in report.rows:
+        w = r.get("weights")
+        peak = r.get("peak_memory")
+        decodes = [c for c in r.comparisons if c.name.startswith("decode@")]
+        dec = decodes[len(decodes) // 2] if decodes else None
+        ttfts = [c for c in r.comparisons if c.name.startswith("ttft@")]
+        ttft = ttfts[-1] if ttfts else None
+        table.add_row(
+            r.precision, r.status if r.status == "ok" else f"[yellow]{r.status}[/yellow]",
+            f"{w.measured / 1e6:,.1f}" if w else "-", f"{peak.measured / 1e6:,.0f}" if peak else "-",
+            f"{tok_s(dec.measured)} @{dec.name.split('@')[1]}" if dec else "-",
+            tok_s(dec.estimated) if dec else "-",
+            f"{seconds(ttft.measured)} @{ttft.name.split('@')[1]}" if ttft else "-",
+            f"{r.perplexity:.2f}" if r.perplexity else "-",
+        )
+    console.print(table)
+    if report.interrupted:
+        console.print(Text("Interrupted: the rows above were measured before Ctrl-C.", style="yellow"))
+    if report.calibrated_runs:
+        console.print(Text(f"Recorded; {report.calibrated_runs} runs now calibrate this machine's estimates "
+                           "(`advisor calibration show`).", style="dim"))

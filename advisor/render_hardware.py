@@ -102,8 +102,6 @@ def _extras(dev: Device) -> str:
         parts.append(f"{d['threads']} threads")
     if d.get("llc_bytes"):
         parts.append(f"LLC {d['llc_bytes'] / MiB:.0f} MiB")
-    if d.get("stream_read_gbps"):
-        parts.append(f"streaming read {_rate(d['stream_read_gbps'], 'GB/s')}")
     if d.get("mig_enabled"):
         parts.append("MIG on")
     if d.get("measured") is False:

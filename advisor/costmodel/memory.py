@@ -111,6 +111,8 @@ def weight_bytes(spec: ModelSpec, precision: str, *, compute_dtype_bytes: int = 
             quantized=quantized,
             note=note,
         )
+    if prec.kind == "prequant":
+        return _checkpoint_bytes(spec, params)
     if prec.kind == "gguf":
         if precision == P.GGUF_FILE:
             return _gguf_file_bytes(spec, params)
@@ -164,6 +166,16 @@ def _gguf_weight_bytes(spec: ModelSpec, params: ParamBreakdown, prec: P.Precisio
         quantized=body + emb + head,
         note=f"llama.cpp {prec.description} recipe",
     )
+
+
+def _checkpoint_bytes(spec: ModelSpec, params: ParamBreakdown) -> WeightBytes:
+    """A pre-quantized checkpoint's real bytes; embeddings and head stay 16-bit in GPTQ/AWQ/FP8 files."""
+    emb, head = params.embedding * 2, params.lm_head * 2
+    real = spec.checkpoint_bytes or int(spec.total_params * 0.6)
+    layers = max(real - emb - head, 0)
+    body = params.linear + params.other
+    experts = int(layers * params.routed_experts / body) if body else 0
+    return WeightBytes(emb, head, layers, experts, quantized=layers, note="the checkpoint's real tensor bytes")
 
 
 def _gguf_file_bytes(spec: ModelSpec, params: ParamBreakdown) -> WeightBytes:

@@ -43,6 +43,10 @@ EFFICIENCY: dict[tuple[str, str, str], float] = {
     ("transformers", "float", "mps"): 0.70,
     ("transformers", "bnb8", "mps"): 0.20,
     ("transformers", "bnb4", "mps"): 0.30,
+    # Pre-quantized checkpoints (GPTQ/AWQ/FP8 kernels): like nf4's dedicated kernels.
+    ("transformers", "prequant", "cpu"): 0.30,
+    ("transformers", "prequant", "cuda"): 0.55,
+    ("transformers", "prequant", "mps"): 0.30,
     ("llama.cpp", "gguf", "cpu"): 0.70,
     ("llama.cpp", "gguf", "cuda"): 0.75,
     ("llama.cpp", "gguf", "mps"): 0.75,
@@ -70,7 +74,7 @@ FIXED_PER_LAYER: dict[tuple[str, str], float] = {
 MATMUL_EFFICIENCY = {"cpu": 0.8, "cuda": 0.6, "mps": 0.5}
 # NOTE: bitsandbytes and GGUF prefill dequantize weights before each GEMM: a fraction of the
 # float rate (llama.cpp CPU prompt processing runs 0.3-0.6 of its f16 rate for Q4_K).
-QUANT_PREFILL_FACTOR = {"float": 1.0, "bnb8": 0.35, "bnb4": 0.5, "gguf": 0.5}
+QUANT_PREFILL_FACTOR = {"float": 1.0, "bnb8": 0.35, "bnb4": 0.5, "gguf": 0.5, "prequant": 0.5}
 
 # NOTE: host-to-device copies over PCIe 4.0 x16 reach ~25 GB/s of the 31.5 GB/s theoretical
 # (pinned memory, NVIDIA bandwidthTest); transformers streams offloaded weights this way.
@@ -287,6 +291,17 @@ def decode_seconds(
     return seconds, basis
 
 
+def _matmul_tflops(dev: Device, precision: str) -> float:
+    """The device's matrix throughput for the dtype the precision computes in (measured per dtype on CPU)."""
+    by_dtype = dev.details.get("matmul_tflops_by_dtype") if dev.details else None
+    if by_dtype:
+        # fp32 computes in fp32; the 16-bit formats and bitsandbytes/GGUF kernels in 16-bit.
+        key = "fp32" if precision == "fp32" else "bf16"
+        if by_dtype.get(key):
+            return float(by_dtype[key])
+    return float(dev.matmul_tflops or 0.0)
+
+
 def prefill_seconds(
     spec: ModelSpec, precision: str, hw: Hardware, placement: Placement, *, prompt_tokens: int, batch: int = 1,
     calibration: Calibration = NO_CALIBRATION,
@@ -309,16 +324,10 @@ def prefill_seconds(
         dev = devices.get(label) or hw.cpu or hw.devices[0]
         share = n / total_layers
         flops = flops_total * share
-        peak = (dev.matmul_tflops or 0.0) * 1e12
+        peak = _matmul_tflops(dev, precision) * 1e12
         mm_eff = MATMUL_EFFICIENCY.get(dev.kind, 0.5) * QUANT_PREFILL_FACTOR.get(prec.kind, 1.0)
         if precision == "fp32" and dev.kind != "cpu":
             mm_eff *= 0.25  # NOTE: fp32 on tensor-core GPUs runs at ~1/4 of the 16-bit rate (TF32 off)
-        if dev.kind == "cpu" and precision in ("bf16", "fp16"):
-            # The CPU probe times fp32 GEMM; bf16 there rides AMX/AVX512-BF16 where present, else
-            # converts: take the measured ratio of bf16 to fp32 bandwidth as a proxy.
-            by = dev.details.get("bandwidth_gbps_by_dtype", {}) if dev.details else {}
-            if by.get("bf16") and by.get("fp32"):
-                mm_eff *= min(1.0, by["bf16"] / by["fp32"])
         compute = flops / (peak * mm_eff) if peak > 0 else math.inf
         eff, _ = calibration.eff(prec.runtime, prec.kind, dev.kind)
         bw = _device_bandwidth(dev, precision)

