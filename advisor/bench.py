@@ -2,8 +2,10 @@
 
 For each precision: load time; prefill throughput and time to first token at several prompt
 lengths; decode tokens/s at several context depths (end-of-sequence ignored), each after a
-warm-up and repeated, median and spread; peak memory (process RSS sampled in a thread, CUDA's
-allocator peaks on GPU); the bytes the loaded weights hold; the KV cache bytes after generating.
+warm-up and repeated, median and spread; peak memory (process memory sampled in a thread, less
+the file pages of a memory-mapped checkpoint; CUDA's allocator peaks on GPU); the bytes the
+loaded weights hold; the KV cache bytes after generating. Each precision runs in a fresh child
+process, so its peak is its own.
 Every figure is set beside advisor's estimate for the same configuration, and the decode runs go
 into the calibration store.
 """
@@ -82,9 +84,7 @@ class BenchRow:
             "perplexity": self.perplexity,
             "perplexity_ratio": self.perplexity_ratio,
             "recorded_runs": self.recorded,
-            "comparisons": [
-                {**dataclasses.asdict(c), "ratio": c.ratio} for c in self.comparisons
-            ],
+            "comparisons": [{**dataclasses.asdict(c), "ratio": c.ratio} for c in self.comparisons],
         }
 
 
@@ -152,6 +152,39 @@ def _main_kind(hw: Hardware) -> str:
     return next((d.kind for d in hw.devices if d.kind != "cpu"), "cpu")
 
 
+def decode_run(
+    spec: ModelSpec,
+    precision: str,
+    hw: Hardware,
+    placement: S.Placement,
+    *,
+    step_s: float,
+    basis: dict[str, Any],
+    measured_tok_s: float,
+    measured: dict[str, Any],
+) -> C.Run:
+    """A calibration-store run: decode speed measured for `precision` on `placement`, beside the estimate
+    (`step_s` seconds a token and its `basis`, from `S.decode_seconds`). Shared by bench and chat."""
+    dev = basis["devices"].get(placement.label.split("+")[0]) or next(iter(basis["devices"].values()))
+    prec = P.get(precision)
+    return C.Run(
+        fingerprint=hw.fingerprint or "",
+        model=spec.id,
+        precision=precision,
+        runtime=prec.runtime,
+        kind=prec.kind,
+        device_kind=_main_kind(hw),
+        placement=placement.label,
+        layers=spec.num_layers or 1,
+        bytes_per_token=float(sum(basis["bytes_per_token"].values())),
+        bandwidth_gbps=float(dev.get("bandwidth_gbps") or 0.0),
+        measured_tok_s=measured_tok_s,
+        estimated_tok_s=1 / step_s if step_s else None,
+        measured=measured,
+        estimated={"basis": basis},
+    )
+
+
 def bench_precision(
     source,
     spec: ModelSpec,
@@ -180,8 +213,9 @@ def bench_precision(
     loaded = None
     try:
         with runtime.PeakMemory() as load_mem:
-            loaded = runtime.load(source, precision, device_map=device_map, max_memory=max_memory,
-                                  trust_remote_code=trust_remote_code)
+            loaded = runtime.load(
+                source, precision, device_map=device_map, max_memory=max_memory, trust_remote_code=trust_remote_code
+            )
         row.load_s = loaded.load_seconds
         row.placement = loaded.placement or row.placement
         row.comparisons.append(Comparison("weights", loaded.weight_bytes, mem_est.weights_bytes, "bytes"))
@@ -198,54 +232,62 @@ def bench_precision(
                 progress(f"{precision}: prefill {length} tokens")
                 ids = _prompt_ids(tok, length)
                 runtime.generate(loaded, ids, max_new_tokens=1, exact_length=True)  # warm this shape
-                ttfts = [runtime.generate(loaded, ids, max_new_tokens=1, exact_length=True).ttft_s
-                         for _ in range(plan.repeats)]
-                est = S.estimate_speed(spec, precision, hw, placement, context=context, prompt_tokens=length,
-                                       calibration=calibration)
+                ttfts = [
+                    runtime.generate(loaded, ids, max_new_tokens=1, exact_length=True).ttft_s
+                    for _ in range(plan.repeats)
+                ]
+                est = S.estimate_speed(
+                    spec, precision, hw, placement, context=context, prompt_tokens=length, calibration=calibration
+                )
                 ttft = statistics.median(ttfts)
                 row.comparisons.append(Comparison(f"ttft@{length}", ttft, est.ttft_s, "s", _spread(ttfts)))
-                row.comparisons.append(Comparison(f"prefill@{length}", length / ttft, est.prefill_tok_s, "tok/s",
-                                                  _spread(ttfts)))
+                row.comparisons.append(
+                    Comparison(f"prefill@{length}", length / ttft, est.prefill_tok_s, "tok/s", _spread(ttfts))
+                )
             kv_measured = 0
             for depth in plan.depths:
                 progress(f"{precision}: decode at depth {depth}")
                 ids = _prompt_ids(tok, depth)
                 if plan.repeats > 1:
                     runtime.generate(loaded, ids, max_new_tokens=4, exact_length=True)  # warm this shape
-                gens = [runtime.generate(loaded, ids, max_new_tokens=new_tokens, exact_length=True)
-                        for _ in range(plan.repeats)]
+                gens = [
+                    runtime.generate(loaded, ids, max_new_tokens=new_tokens, exact_length=True)
+                    for _ in range(plan.repeats)
+                ]
                 speeds = [g.decode_tok_s for g in gens]
                 mid = depth + new_tokens // 2
                 t_est, basis = S.decode_seconds(spec, precision, hw, placement, depth=mid, calibration=calibration)
                 measured = statistics.median(speeds)
-                row.comparisons.append(Comparison(f"decode@{depth}", measured, 1 / t_est if t_est else None,
-                                                  "tok/s", _spread(speeds)))
+                row.comparisons.append(
+                    Comparison(f"decode@{depth}", measured, 1 / t_est if t_est else None, "tok/s", _spread(speeds))
+                )
                 kv_measured = gens[-1].kv_bytes
                 kv_depth = depth + new_tokens - 1  # the last token is generated, never cached
                 if depth == max(plan.depths):
                     kv_est = M.kv_cache_bytes(spec, kv_depth, dtype_bytes=M.cache_dtype_bytes(precision))
                     row.comparisons.append(Comparison("kv_cache", kv_measured, kv_est, "bytes"))
-                dev = basis["devices"].get(placement.label.split("+")[0]) or next(iter(basis["devices"].values()))
-                prec = P.get(precision)
-                runs.append(C.Run(
-                    fingerprint=hw.fingerprint or "", model=spec.id, precision=precision, runtime=prec.runtime,
-                    kind=prec.kind, device_kind=_main_kind(hw), placement=placement.label,
-                    layers=spec.num_layers or 1, bytes_per_token=float(sum(basis["bytes_per_token"].values())),
-                    bandwidth_gbps=float(dev.get("bandwidth_gbps") or 0.0), measured_tok_s=measured,
-                    estimated_tok_s=1 / t_est if t_est else None,
-                    measured={"depth": depth, "new_tokens": new_tokens, "speeds": speeds},
-                    estimated={"basis": basis},
-                ))
+                runs.append(
+                    decode_run(
+                        spec,
+                        precision,
+                        hw,
+                        placement,
+                        step_s=t_est,
+                        basis=basis,
+                        measured_tok_s=measured,
+                        measured={"depth": depth, "new_tokens": new_tokens, "speeds": speeds},
+                    )
+                )
             if quality:
                 progress(f"{precision}: perplexity")
                 row.perplexity = perplexity(loaded)
-        peak = max(load_mem.peak_rss, run_mem.peak_rss)
+        peak = max(load_mem.peak, run_mem.peak)
         cuda = run_mem.cuda_peaks()
         if cuda:
             measured_peak = cuda["cuda_max_reserved"] + M.CUDA_CONTEXT
             row.comparisons.append(Comparison("peak_memory", measured_peak, mem_est.total_bytes, "bytes"))
         else:
-            row.comparisons.append(Comparison("peak_memory", run_mem.peak_rss, mem_est.total_bytes, "bytes"))
+            row.comparisons.append(Comparison("peak_memory", run_mem.peak, mem_est.total_bytes, "bytes"))
             row.comparisons.append(Comparison("peak_memory_load", peak, None, "bytes"))
         overhead_measured = row.get("peak_memory").measured - loaded.weight_bytes - kv_measured
         row.comparisons.append(Comparison("overhead", overhead_measured, mem_est.overhead_bytes, "bytes"))
@@ -358,8 +400,14 @@ def run_bench(
     warnings: list[str] = []
     calibration = C.load_for(hw, warnings=warnings)
     context = max(plan.depths) + plan.new_tokens
-    rec = recommend(spec, hw, context=context, prompt_tokens=max(plan.prompt_lengths), runtime="transformers",
-                    calibration=calibration)
+    rec = recommend(
+        spec,
+        hw,
+        context=context,
+        prompt_tokens=max(plan.prompt_lengths),
+        runtime="transformers",
+        calibration=calibration,
+    )
     if not precisions:
         if rec.recommended is None:
             raise AdvisorError(f"'{source.id}' does not fit on this machine in any precision: {rec.reason}.")
@@ -378,8 +426,16 @@ def run_bench(
             on_row(row)
             continue
         args = dict(
-            source=source, spec=spec, precision=precision, hw=hw, plan=plan, calibration=calibration,
-            device_map=device_map, max_memory=max_memory, trust_remote_code=trust_remote_code, quality=quality,
+            source=source,
+            spec=spec,
+            precision=precision,
+            hw=hw,
+            plan=plan,
+            calibration=calibration,
+            device_map=device_map,
+            max_memory=max_memory,
+            trust_remote_code=trust_remote_code,
+            quality=quality,
         )
         try:
             row, runs = bench_in_child(args, progress) if isolate else bench_precision(progress=progress, **args)

@@ -21,29 +21,59 @@ def _int_list(text: str, name: str) -> tuple[int, ...]:
 
 @cli.command()
 @click.argument("model", required=False)
-@click.option("--precision", "-p", "precisions", type=PrecisionType(), multiple=True,
-              help="Precision(s) to measure; 'all' sweeps every one that fits. Default: the recommended one.")
+@click.option(
+    "--precision",
+    "-p",
+    "precisions",
+    type=PrecisionType(),
+    multiple=True,
+    help="Precision(s) to measure; 'all' sweeps every one that fits. Default: the recommended one.",
+)
 @click.option("--prompt-lengths", default="32,128,512", show_default=True, help="Prompt lengths for prefill and TTFT.")
 @click.option("--depths", default="64,512,1024", show_default=True, help="Context depths for decode speed.")
-@click.option("--new-tokens", type=click.IntRange(2, 4096), default=32, show_default=True, help="Tokens per decode run.")
+@click.option(
+    "--new-tokens", type=click.IntRange(2, 4096), default=32, show_default=True, help="Tokens per decode run."
+)
 @click.option("--repeats", type=click.IntRange(1, 100), default=3, show_default=True, help="Repetitions per figure.")
-@click.option("--quality", is_flag=True, help="Also measure perplexity on a built-in text, relative to the best precision.")
-@click.option("--device-map", default=None, help="transformers device_map (cpu, auto, cuda:0 ...). Default: the best here.")
+@click.option(
+    "--quality", is_flag=True, help="Also measure perplexity on a built-in text, relative to the best precision."
+)
+@click.option(
+    "--device-map", default=None, help="transformers device_map (cpu, auto, cuda:0 ...). Default: the best here."
+)
 @click.option("--max-memory", default=None, help="Per-device limits for device_map=auto, e.g. '0=20GiB,cpu=60GiB'.")
 @click.option("--no-record", is_flag=True, help="Do not store this run in the calibration store.")
 @click.option("--allow-pickle", is_flag=True, help="Allow loading pickled (*.bin) weights from a trusted source.")
 @revision_option
 @trust_option
 @json_option
-def bench(model, precisions, prompt_lengths, depths, new_tokens, repeats, quality, device_map, max_memory, no_record,
-          allow_pickle, revision, trust_remote_code, as_json) -> None:
+def bench(
+    model,
+    precisions,
+    prompt_lengths,
+    depths,
+    new_tokens,
+    repeats,
+    quality,
+    device_map,
+    max_memory,
+    no_record,
+    allow_pickle,
+    revision,
+    trust_remote_code,
+    as_json,
+) -> None:
     """Load MODEL (default: the embedded SmolLM2-135M-Instruct), measure it, and compare with the estimate."""
     from advisor import hardware, render
     from advisor.bench import Plan, run_bench
 
     out, err = _consoles()
-    plan = Plan(prompt_lengths=_int_list(prompt_lengths, "--prompt-lengths"), depths=_int_list(depths, "--depths"),
-                new_tokens=new_tokens, repeats=repeats)
+    plan = Plan(
+        prompt_lengths=_int_list(prompt_lengths, "--prompt-lengths"),
+        depths=_int_list(depths, "--depths"),
+        new_tokens=new_tokens,
+        repeats=repeats,
+    )
     memory = _parse_max_memory(max_memory) if max_memory else None
     hw = hardware.load_or_probe()
     status = err.status("starting") if err.is_terminal and not as_json else None
@@ -65,10 +95,21 @@ def bench(model, precisions, prompt_lengths, depths, new_tokens, repeats, qualit
                 status.start()
 
     try:
-        report = run_bench(model, list(precisions) or None, hw=hw, plan=plan, record=not no_record, quality=quality,
-                           device_map=device_map, max_memory=memory, revision=revision,
-                           trust_remote_code=trust_remote_code, allow_pickle=allow_pickle, progress=progress,
-                           on_row=on_row)
+        report = run_bench(
+            model,
+            list(precisions) or None,
+            hw=hw,
+            plan=plan,
+            record=not no_record,
+            quality=quality,
+            device_map=device_map,
+            max_memory=memory,
+            revision=revision,
+            trust_remote_code=trust_remote_code,
+            allow_pickle=allow_pickle,
+            progress=progress,
+            on_row=on_row,
+        )
     finally:
         if status:
             status.stop()
@@ -111,12 +152,17 @@ def calibration_show(as_json) -> None:
     rows = C.runs(warnings=warnings)
     fitted = C.load_for(hw)
     if as_json:
-        render.print_json({
-            "runs": [r.__dict__ for r in rows],
-            "fitted": {"efficiency": {"/".join(k): v for k, v in fitted.efficiency.items()},
-                       "fixed_per_layer_s": {"/".join(k): v for k, v in fitted.fixed_per_layer.items()}},
-            "store": str(C.db_path()),
-        }, out)
+        render.print_json(
+            {
+                "runs": [r.__dict__ for r in rows],
+                "fitted": {
+                    "efficiency": {"/".join(k): v for k, v in fitted.efficiency.items()},
+                    "fixed_per_layer_s": {"/".join(k): v for k, v in fitted.fixed_per_layer.items()},
+                },
+                "store": str(C.db_path()),
+            },
+            out,
+        )
         return
     from rich.table import Table
 
@@ -124,8 +170,16 @@ def calibration_show(as_json) -> None:
     for col in ("id", "when", "model", "precision", "placement", "measured tok/s", "estimated tok/s", "this machine"):
         table.add_column(col)
     for r in rows:
-        table.add_row(str(r.id), r.created_at or "", r.model, r.precision, r.placement, f"{r.measured_tok_s:.1f}",
-                      f"{r.estimated_tok_s:.1f}" if r.estimated_tok_s else "-", "yes" if r.fingerprint == hw.fingerprint else "no")
+        table.add_row(
+            str(r.id),
+            r.created_at or "",
+            r.model,
+            r.precision,
+            r.placement,
+            f"{r.measured_tok_s:.1f}",
+            f"{r.estimated_tok_s:.1f}" if r.estimated_tok_s else "-",
+            "yes" if r.fingerprint == hw.fingerprint else "no",
+        )
     out.print(table)
     for key, value in fitted.efficiency.items():
         out.print(f"fitted efficiency {'/'.join(key)}: {value:.3f}")

@@ -155,27 +155,49 @@ def clear(*, path: Path | None = None) -> int:
 
 
 def fit(all_runs: list[Run]) -> Calibration:
-    """Least-squares fit of efficiency and fixed per-layer cost for each (runtime, kind, device kind)."""
+    """Least-squares fit of efficiency per (runtime, kind, device kind) and fixed per-layer cost per
+    (runtime, device kind).
+
+    The fixed cost is shared by every precision on a device, so it is fitted once, from the kind with
+    the most varied runs (fp32 and bf16 runs of one model differ in bytes per bandwidth, which
+    separates the two unknowns); the other kinds then solve their efficiency alone.
+    """
     groups: dict[tuple[str, str, str], list[Run]] = {}
     for run in all_runs:
         if run.measured_tok_s > 0 and run.bandwidth_gbps > 0 and run.placement in ("cpu", "cuda:0", "mps:0"):
             groups.setdefault((run.runtime, run.kind, run.device_kind), []).append(run)
     eff: dict[tuple[str, str, str], float] = {}
     fixed: dict[tuple[str, str], float] = {}
-    for key, group in groups.items():
+
+    def spread(key: tuple[str, str, str]) -> float:
+        us = [r.bytes_per_token / r.bandwidth_gbps for r in groups[key]]
+        return (max(us) - min(us)) / max(us) if us else 0.0
+
+    for key in sorted(groups, key=lambda k: (k[1] != "float", -spread(k))):
         runtime, kind, device = key
+        group = groups[key]
         # Per run: t = u * x + L * f, with u = bytes / bandwidth, x = 1/efficiency, f = fixed per layer.
         us = [r.bytes_per_token / (r.bandwidth_gbps * 1e9) for r in group]
         ls = [float(r.layers) for r in group]
         ts = [1.0 / r.measured_tok_s for r in group]
-        default_f = fixed.get((runtime, device), FIXED_PER_LAYER.get((runtime, device), 0.3e-3))
-        x, f = _solve(us, ls, ts, default_f)
+        known = fixed.get((runtime, device))
+        default_f = known if known is not None else FIXED_PER_LAYER.get((runtime, device), 0.3e-3)
+        x, f = _solve(us, ls, ts, default_f) if known is None else _solve_x(us, ls, ts, known)
         if x is None:
             continue
         eff[key] = min(max(1.0 / x, 0.02), 1.5)
-        if f is not None:
+        if known is None and f is not None:
             fixed[(runtime, device)] = max(f, 0.0)
     return Calibration(efficiency=eff, fixed_per_layer=fixed, runs=len(all_runs))
+
+
+def _solve_x(us: list[float], ls: list[float], ts: list[float], f: float) -> tuple[float | None, None]:
+    """Efficiency alone, the fixed cost known."""
+    suu = sum(u * u for u in us)
+    if suu <= 0:
+        return None, None
+    x = sum(u * (t - v * f) for u, v, t in zip(us, ls, ts)) / suu
+    return (x if x > 0 else None), None
 
 
 def _solve(us: list[float], ls: list[float], ts: list[float], default_f: float) -> tuple[float | None, float | None]:

@@ -38,13 +38,20 @@ class PrecisionType(click.ParamType):
         text = str(value).lower()
         if text == "all" or text in P.PRECISIONS or text in (P.GGUF_FILE, P.CHECKPOINT):
             return text
-        self.fail(f"unknown precision '{value}': choose from {', '.join(P.names())}, {P.GGUF_FILE}, {P.CHECKPOINT} or all", param, ctx)
+        self.fail(
+            f"unknown precision '{value}': choose from {', '.join(P.names())}, {P.GGUF_FILE}, {P.CHECKPOINT} or all",
+            param,
+            ctx,
+        )
 
 
 # Shared options, defined once.
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
 context_option = click.option(
-    "--context", type=click.IntRange(1, 10_000_000), default=4096, show_default=True,
+    "--context",
+    type=click.IntRange(1, 10_000_000),
+    default=4096,
+    show_default=True,
     help="Tokens of context to hold (prompt + answer).",
 )
 revision_option = click.option("--revision", default=None, help="Hub revision (branch, tag or commit).")
@@ -78,26 +85,69 @@ def _calibration(hw):
 
 @cli.command()
 @click.argument("model", required=False)
-@click.option("--precision", "-p", "precisions", type=PrecisionType(), multiple=True, help="Price only these (repeatable).")
+@click.option(
+    "--precision", "-p", "precisions", type=PrecisionType(), multiple=True, help="Price only these (repeatable)."
+)
 @context_option
 @click.option("--batch", type=click.IntRange(1, 4096), default=1, show_default=True, help="Sequences decoded together.")
-@click.option("--prompt-tokens", type=click.IntRange(1, 10_000_000), default=512, show_default=True, help="Prompt length for TTFT.")
-@click.option("--device", default=None, help="Price on a table device instead of this machine: 'RTX 4090', '2x H100 SXM5'.")
-@click.option("--memory-gb", type=click.FloatRange(0.1, 1e6), default=None, help="Memory of a hypothetical device (GB).")
+@click.option(
+    "--prompt-tokens",
+    type=click.IntRange(1, 10_000_000),
+    default=512,
+    show_default=True,
+    help="Prompt length for TTFT.",
+)
+@click.option(
+    "--device", default=None, help="Price on a table device instead of this machine: 'RTX 4090', '2x H100 SXM5'."
+)
+@click.option(
+    "--memory-gb", type=click.FloatRange(0.1, 1e6), default=None, help="Memory of a hypothetical device (GB)."
+)
 @click.option("--bandwidth-gbps", type=click.FloatRange(0.1, 1e6), default=None, help="Its memory bandwidth (GB/s).")
-@click.option("--headroom", type=click.FloatRange(0, 0.9), default=0.10, show_default=True, help="Fraction of memory left free.")
-@click.option("--min-tok-s", type=click.FloatRange(0), default=5.0, show_default=True, help="Decode speed the pick must reach.")
-@click.option("--runtime", type=click.Choice(["any", "transformers", "llama.cpp"]), default="any", show_default=True,
-              help="Restrict the pick to one runtime.")
-@click.option("--top", type=click.IntRange(1, 1000), default=None, help="Rank the catalog: the N best models this hardware runs.")
+@click.option(
+    "--headroom", type=click.FloatRange(0, 0.9), default=0.10, show_default=True, help="Fraction of memory left free."
+)
+@click.option(
+    "--min-tok-s", type=click.FloatRange(0), default=5.0, show_default=True, help="Decode speed the pick must reach."
+)
+@click.option(
+    "--runtime",
+    type=click.Choice(["any", "transformers", "llama.cpp"]),
+    default="any",
+    show_default=True,
+    help="Restrict the pick to one runtime.",
+)
+@click.option(
+    "--top", type=click.IntRange(1, 1000), default=None, help="Rank the catalog: the N best models this hardware runs."
+)
 @click.option("--assistant", default=None, help="Price assisted generation with this draft model.")
-@click.option("--plot", "plot_file", type=click.Path(dir_okay=False), default=None, help="Draw memory and speed curves to a PNG.")
+@click.option(
+    "--plot", "plot_file", type=click.Path(dir_okay=False), default=None, help="Draw memory and speed curves to a PNG."
+)
 @click.option("--cached", is_flag=True, help="List models in the Hugging Face cache, each with its fit here.")
 @revision_option
 @trust_option
 @json_option
-def recommend(model, precisions, context, batch, prompt_tokens, device, memory_gb, bandwidth_gbps, headroom, min_tok_s,
-              runtime, top, assistant, plot_file, cached, revision, trust_remote_code, as_json) -> None:
+def recommend(
+    model,
+    precisions,
+    context,
+    batch,
+    prompt_tokens,
+    device,
+    memory_gb,
+    bandwidth_gbps,
+    headroom,
+    min_tok_s,
+    runtime,
+    top,
+    assistant,
+    plot_file,
+    cached,
+    revision,
+    trust_remote_code,
+    as_json,
+) -> None:
     """Price every precision of MODEL on this machine (or --device) and recommend one."""
     from advisor import render
     from advisor.recommend import recommend as do_recommend
@@ -107,8 +157,15 @@ def recommend(model, precisions, context, batch, prompt_tokens, device, memory_g
     hw = _hardware(device, memory_gb, bandwidth_gbps)
     calib = _calibration(hw)
     wanted = None if not precisions or "all" in precisions else list(precisions)
-    kwargs = dict(context=context, batch=batch, prompt_tokens=prompt_tokens, headroom=headroom, min_tok_s=min_tok_s,
-                  runtime=None if runtime == "any" else runtime, calibration=calib)
+    kwargs = dict(
+        context=context,
+        batch=batch,
+        prompt_tokens=prompt_tokens,
+        headroom=headroom,
+        min_tok_s=min_tok_s,
+        runtime=None if runtime == "any" else runtime,
+        calibration=calib,
+    )
     if cached or (model is None and top is None):
         if cached:
             from advisor.ranking import cached_fits
@@ -127,8 +184,9 @@ def recommend(model, precisions, context, batch, prompt_tokens, device, memory_g
     if assistant:
         from advisor.ranking import price_assistant
 
-        extra["assisted"] = price_assistant(rec, resolve(assistant, trust_remote_code=trust_remote_code), hw,
-                                            calibration=calib, context=context)
+        extra["assisted"] = price_assistant(
+            rec, resolve(assistant, trust_remote_code=trust_remote_code), hw, calibration=calib, context=context
+        )
     if not rec.recommended and device:
         from advisor.ranking import multi_gpu_plan
 
@@ -173,7 +231,9 @@ def catalog_cmd(as_json) -> None:
     out, _ = _consoles()
     specs = [catalog.spec_from_catalog(m) for m in catalog.known_ids()]
     if as_json:
-        render.print_json([{"id": s.id, "total_params": s.total_params, "active_params": s.active_params} for s in specs], out)
+        render.print_json(
+            [{"id": s.id, "total_params": s.total_params, "active_params": s.active_params} for s in specs], out
+        )
         return
     from rich.table import Table
 
@@ -181,8 +241,14 @@ def catalog_cmd(as_json) -> None:
     for col in ("model", "total", "active", "layers", "KV heads", "context"):
         table.add_column(col, justify="left" if col == "model" else "right")
     for s in specs:
-        table.add_row(s.id, f"{s.total_params:,}", f"{s.active_params:,}", str(s.num_layers), str(s.num_kv_heads),
-                      f"{s.max_context:,}" if s.max_context else "-")
+        table.add_row(
+            s.id,
+            f"{s.total_params:,}",
+            f"{s.active_params:,}",
+            str(s.num_layers),
+            str(s.num_kv_heads),
+            f"{s.max_context:,}" if s.max_context else "-",
+        )
     out.print(table)
 
 

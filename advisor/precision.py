@@ -8,7 +8,7 @@ Float and bitsandbytes formats are described here; GGUF block sizes come from gg
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ DTYPE_BYTES: dict[str, float] = {
 }  # fmt: skip
 
 
-@lru_cache(maxsize=None)
+@cache
 def gguf_type_size(type_name: str) -> tuple[int, int]:
     """(weights per block, bytes per block) of a GGML type, from gguf-py's table."""
     from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
@@ -113,7 +113,7 @@ def gguf_quality(type_name: str) -> int:
         bits = gguf_bits_per_weight(type_name)
     except KeyError:
         return 50
-    return max(10, min(95, int(round(82 - (8.5 - bits) * 8))))
+    return max(10, min(95, round(82 - (8.5 - bits) * 8)))
 
 
 # A checkpoint already quantized (GPTQ, AWQ, FP8, MXFP4, compressed-tensors...), loaded as it is.
@@ -151,9 +151,7 @@ def get(name: str, spec=None) -> Precision:
         qtype = (spec.quantization or "").split()[-1] if spec is not None and spec.quantization else None
         if qtype:
             base, mix = gguf_base_type(qtype)
-            return Precision(
-                GGUF_FILE, "llama.cpp", "gguf", 0.0, gguf_quality(base), f"GGUF file ({qtype})", base, mix
-            )
+            return Precision(GGUF_FILE, "llama.cpp", "gguf", 0.0, gguf_quality(base), f"GGUF file ({qtype})", base, mix)
         return _GGUF_FILE
     return PRECISIONS[key]
 

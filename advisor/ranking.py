@@ -64,24 +64,43 @@ def cached_fits(hw, **kwargs) -> list[RankRow]:
     return rows
 
 
-def price_assistant(rec: Recommendation, draft: ModelSpec, hw, *, calibration=S.NO_CALIBRATION, context: int = 4096,
-                    acceptance: float = 0.7, lookahead: int = 5) -> dict[str, Any]:
+def price_assistant(
+    rec: Recommendation,
+    draft: ModelSpec,
+    hw,
+    *,
+    calibration=S.NO_CALIBRATION,
+    context: int = 4096,
+    acceptance: float = 0.7,
+    lookahead: int = 5,
+) -> dict[str, Any]:
     """Assisted generation for the recommended option: the draft in the same precision and place."""
     best = rec.recommended
     if best is None:
         return {"error": "the target model does not fit, so there is nothing to assist"}
     spec = rec.model
     if draft.vocab_size and spec.vocab_size and draft.vocab_size != spec.vocab_size:
-        warn = (f"the draft's vocabulary ({draft.vocab_size}) differs from the target's ({spec.vocab_size}): "
-                "transformers then needs universal assisted decoding, which costs more")
+        warn = (
+            f"the draft's vocabulary ({draft.vocab_size}) differs from the target's ({spec.vocab_size}): "
+            "transformers then needs universal assisted decoding, which costs more"
+        )
     else:
         warn = None
     precision = best.precision if best.runtime == "transformers" else "bf16"
     target_place = S.plan(spec, best.precision, hw, context=context)
     draft_place = S.plan(draft, precision, hw, context=context)
     out = S.assisted_speedup(
-        spec, best.precision, hw, target_place, draft, precision, draft_place, depth=min(context, 512),
-        acceptance=acceptance, lookahead=lookahead, calibration=calibration,
+        spec,
+        best.precision,
+        hw,
+        target_place,
+        draft,
+        precision,
+        draft_place,
+        depth=min(context, 512),
+        acceptance=acceptance,
+        lookahead=lookahead,
+        calibration=calibration,
     )
     draft_mem = M.estimate(draft, precision, context=context).total_bytes
     out.update(draft=draft.id, draft_precision=precision, draft_bytes=draft_mem, helps=out["speedup"] > 1.05)
@@ -90,7 +109,9 @@ def price_assistant(rec: Recommendation, draft: ModelSpec, hw, *, calibration=S.
     return out
 
 
-def multi_gpu_plan(spec: ModelSpec, device: str, *, context: int = 4096, batch: int = 1, headroom: float = 0.10) -> dict[str, Any]:
+def multi_gpu_plan(
+    spec: ModelSpec, device: str, *, context: int = 4096, batch: int = 1, headroom: float = 0.10
+) -> dict[str, Any]:
     """How many GPUs of `device`'s kind the model needs in bf16 (and int4/fp8-sized weights), with
     tensor/pipeline parallel sizes that divide its heads and layers, and the vLLM command for it."""
     from advisor.accelerators import lookup, parse_device_arg
@@ -110,21 +131,29 @@ def multi_gpu_plan(spec: ModelSpec, device: str, *, context: int = 4096, batch: 
         for n in (1, 2, 4, 8, 16, 32, 64):
             tp = _largest_divisor(heads, kv_heads, min(n, 8))
             pp = n // tp
-            if tp * pp != n or layers % pp and pp > 1 and layers < pp:
+            if tp * pp != n or (layers % pp and pp > 1 and layers < pp):
                 continue
             if need / n + 1.5 * GB <= per_gpu:
-                plans.append({
-                    "precision": {"bf16": "bf16", "q8_0": "fp8/int8", "int4": "int4 (AWQ/GPTQ)"}[precision],
-                    "gpus": n, "tensor_parallel": tp, "pipeline_parallel": pp,
-                    "per_gpu_bytes": int(need / n + 1.5 * GB), "gpu": acc.name,
-                    "command": f"vllm serve {spec.id} --tensor-parallel-size {tp}"
-                               + (f" --pipeline-parallel-size {pp}" if pp > 1 else "")
-                               + f" --max-model-len {context}",
-                    "estimate": True,
-                })
+                plans.append(
+                    {
+                        "precision": {"bf16": "bf16", "q8_0": "fp8/int8", "int4": "int4 (AWQ/GPTQ)"}[precision],
+                        "gpus": n,
+                        "tensor_parallel": tp,
+                        "pipeline_parallel": pp,
+                        "per_gpu_bytes": int(need / n + 1.5 * GB),
+                        "gpu": acc.name,
+                        "command": f"vllm serve {spec.id} --tensor-parallel-size {tp}"
+                        + (f" --pipeline-parallel-size {pp}" if pp > 1 else "")
+                        + f" --max-model-len {context}",
+                        "estimate": True,
+                    }
+                )
                 break
-    return {"device": acc.name, "plans": plans,
-            "note": "estimate: weights and KV cache split evenly, plus ~1.5 GB a GPU for vLLM's runtime"}
+    return {
+        "device": acc.name,
+        "plans": plans,
+        "note": "estimate: weights and KV cache split evenly, plus ~1.5 GB a GPU for vLLM's runtime",
+    }
 
 
 def _largest_divisor(heads: int, kv_heads: int, limit: int) -> int:

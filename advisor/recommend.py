@@ -41,12 +41,20 @@ def price(
 ) -> Option:
     """One option: placement, memory, longest context and speed for `precision` on `hw`."""
     prec = P.get(precision, spec)
-    placement = S.plan(spec, precision, hw, context=context, batch=batch, prompt_tokens=prompt_tokens, headroom=headroom)
+    placement = S.plan(
+        spec, precision, hw, context=context, batch=batch, prompt_tokens=prompt_tokens, headroom=headroom
+    )
     main_kind = next((d.kind for d in hw.devices if d.kind != "cpu"), "cpu")
     mem = M.estimate(spec, precision, context=context, batch=batch, device_kind=main_kind, prompt_tokens=prompt_tokens)
     max_ctx = _max_context(spec, precision, hw, batch=batch, prompt_tokens=prompt_tokens, headroom=headroom)
     speed = S.estimate_speed(
-        spec, precision, hw, placement, context=context, prompt_tokens=min(prompt_tokens, context), batch=batch,
+        spec,
+        precision,
+        hw,
+        placement,
+        context=context,
+        prompt_tokens=min(prompt_tokens, context),
+        batch=batch,
         calibration=calibration,
     )
     notes = []
@@ -76,12 +84,16 @@ def price(
     )
 
 
-def _max_context(spec: ModelSpec, precision: str, hw: Hardware, *, batch: int, prompt_tokens: int, headroom: float) -> int:
+def _max_context(
+    spec: ModelSpec, precision: str, hw: Hardware, *, batch: int, prompt_tokens: int, headroom: float
+) -> int:
     """Longest context whose plan still fits (binary search over the placement)."""
     limit = spec.max_context or 131072
 
     def fits(ctx: int) -> bool:
-        return S.plan(spec, precision, hw, context=ctx, batch=batch, prompt_tokens=prompt_tokens, headroom=headroom).fits
+        return S.plan(
+            spec, precision, hw, context=ctx, batch=batch, prompt_tokens=prompt_tokens, headroom=headroom
+        ).fits
 
     if not fits(1):
         return 0
@@ -94,7 +106,9 @@ def _max_context(spec: ModelSpec, precision: str, hw: Hardware, *, batch: int, p
     return lo
 
 
-def choose(options: Iterable[Option], *, min_tok_s: float = 5.0, runtime: str | None = None) -> tuple[Option | None, str]:
+def choose(
+    options: Iterable[Option], *, min_tok_s: float = 5.0, runtime: str | None = None
+) -> tuple[Option | None, str]:
     """The pick and why: best quality that fits and reaches `min_tok_s`, else the fastest that fits."""
     pool = [o for o in options if runtime in (None, o.runtime)]
     fitting = [o for o in pool if o.fits]
@@ -115,7 +129,10 @@ def choose(options: Iterable[Option], *, min_tok_s: float = 5.0, runtime: str | 
         return best, why
     best = max(fitting, key=lambda o: (o.speed.decode_tok_s if o.speed else 0.0, o.quality_rank))
     speed = best.speed.decode_tok_s if best.speed else 0.0
-    return best, f"no option reaches {min_tok_s:g} tok/s; {best.precision} is the fastest that fits (~{speed:.1f} tok/s)"
+    return (
+        best,
+        f"no option reaches {min_tok_s:g} tok/s; {best.precision} is the fastest that fits (~{speed:.1f} tok/s)",
+    )
 
 
 def recommend(
@@ -134,7 +151,13 @@ def recommend(
     """Price every candidate precision on `hw` and pick one, with the reason."""
     options = tuple(
         price(
-            spec, p, hw, context=context, batch=batch, prompt_tokens=prompt_tokens, headroom=headroom,
+            spec,
+            p,
+            hw,
+            context=context,
+            batch=batch,
+            prompt_tokens=prompt_tokens,
+            headroom=headroom,
             calibration=calibration,
         )
         for p in candidate_precisions(spec, precisions)
@@ -151,4 +174,6 @@ def recommend(
             reason += f" and fits up to {best.max_context} tokens of context"
     if not spec.exact:
         warnings.append(f"'{spec.id}' was not read from metadata: the counts are guessed from its size label")
-    return Recommendation(model=spec, hardware=hw, options=options, recommended=best, reason=reason, warnings=tuple(warnings))
+    return Recommendation(
+        model=spec, hardware=hw, options=options, recommended=best, reason=reason, warnings=tuple(warnings)
+    )

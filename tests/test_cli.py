@@ -22,8 +22,9 @@ def run(*args: str):
 def run_main(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """The installed entry point in a fresh process, as a user runs it."""
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "advisor", *args], capture_output=True, text=True, env=full_env,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "advisor", *args], capture_output=True, text=True, env=full_env, timeout=120
+    )
 
 
 def json_of(result) -> dict:
@@ -41,8 +42,21 @@ def test_recommend_catalog_json_shape():
     precisions = {o["precision"] for o in data["options"]}
     assert {"fp32", "bf16", "fp16", "int8", "int4", "q8_0", "q4_k_m"} <= precisions
     for opt in data["options"]:
-        assert {"precision", "weights_bytes", "kv_cache_bytes", "total_bytes", "fits", "max_context", "placement",
-                "decode_tok_s", "prefill_tok_s", "ttft_s", "decode_tok_s_low", "decode_tok_s_high", "basis"} <= set(opt)
+        assert {
+            "precision",
+            "weights_bytes",
+            "kv_cache_bytes",
+            "total_bytes",
+            "fits",
+            "max_context",
+            "placement",
+            "decode_tok_s",
+            "prefill_tok_s",
+            "ttft_s",
+            "decode_tok_s_low",
+            "decode_tok_s_high",
+            "basis",
+        } <= set(opt)
         assert opt["total_bytes"] == opt["weights_bytes"] + opt["kv_cache_bytes"] + opt["overhead_bytes"]
         assert opt["decode_tok_s_low"] <= opt["decode_tok_s"] <= opt["decode_tok_s_high"]
     assert "warnings" in data and "recommended" in data
@@ -92,8 +106,12 @@ def test_table_output_names_recommendation():
 
 
 def test_hypothetical_bandwidth_changes_speed():
-    slow = json_of(run("recommend", "Qwen/Qwen2.5-7B-Instruct", "--memory-gb", "64", "--bandwidth-gbps", "100", "--json"))
-    fast = json_of(run("recommend", "Qwen/Qwen2.5-7B-Instruct", "--memory-gb", "64", "--bandwidth-gbps", "400", "--json"))
+    slow = json_of(
+        run("recommend", "Qwen/Qwen2.5-7B-Instruct", "--memory-gb", "64", "--bandwidth-gbps", "100", "--json")
+    )
+    fast = json_of(
+        run("recommend", "Qwen/Qwen2.5-7B-Instruct", "--memory-gb", "64", "--bandwidth-gbps", "400", "--json")
+    )
     s = {o["precision"]: o["decode_tok_s"] for o in slow["options"]}
     f = {o["precision"]: o["decode_tok_s"] for o in fast["options"]}
     assert 2.5 < f["bf16"] / s["bf16"] < 4.0  # bandwidth-bound, less the fixed per-layer cost
@@ -107,8 +125,17 @@ def test_mixtral_on_24gb_shows_offload():
 
 
 def test_assistant_gives_speedup():
-    data = json_of(run("recommend", "meta-llama/Meta-Llama-3-8B-Instruct", "--device", "RTX 4090",
-                       "--assistant", "HuggingFaceTB/SmolLM2-135M-Instruct", "--json"))
+    data = json_of(
+        run(
+            "recommend",
+            "meta-llama/Meta-Llama-3-8B-Instruct",
+            "--device",
+            "RTX 4090",
+            "--assistant",
+            "HuggingFaceTB/SmolLM2-135M-Instruct",
+            "--json",
+        )
+    )
     assert data["assisted"]["speedup"] > 0 and "tokens_per_target_pass" in data["assisted"]
 
 

@@ -102,8 +102,14 @@ def test_max_context_is_largest_that_fits(tiny):
 
 
 def cpu_hw(bw=10.0, mem_gb=16, tflops=1.0):
-    dev = Device(kind="cpu", name="test cpu", memory_bytes=int(mem_gb * 1e9), bandwidth_gbps=bw,
-                 bandwidth_source="user", matmul_tflops=tflops)
+    dev = Device(
+        kind="cpu",
+        name="test cpu",
+        memory_bytes=int(mem_gb * 1e9),
+        bandwidth_gbps=bw,
+        bandwidth_source="user",
+        matmul_tflops=tflops,
+    )
     return Hardware(devices=(dev,), source="flags")
 
 
@@ -174,16 +180,32 @@ def test_assisted_generation_helps_dense_hurts_wide_moe():
     draft = catalog.spec_from_catalog("HuggingFaceTB/SmolLM2-135M-Instruct")
     hw = cpu_hw(bw=50, mem_gb=64)
     res = S.assisted_speedup(
-        llama, "bf16", hw, S.plan(llama, "bf16", hw, context=4096), draft, "bf16",
-        S.plan(draft, "bf16", hw, context=4096), depth=512, acceptance=0.8, lookahead=4,
+        llama,
+        "bf16",
+        hw,
+        S.plan(llama, "bf16", hw, context=4096),
+        draft,
+        "bf16",
+        S.plan(draft, "bf16", hw, context=4096),
+        depth=512,
+        acceptance=0.8,
+        lookahead=4,
     )
     assert res["tokens_per_target_pass"] == pytest.approx((1 - 0.8**5) / 0.2)
     assert res["speedup"] > 1.5
     ds = catalog.spec_from_catalog("deepseek-ai/DeepSeek-V2-Chat")
     big = cpu_hw(bw=50, mem_gb=1000)
     res_moe = S.assisted_speedup(
-        ds, "q4_k_m", big, S.plan(ds, "q4_k_m", big, context=4096), draft, "bf16",
-        S.plan(draft, "bf16", big, context=4096), depth=512, acceptance=0.8, lookahead=4,
+        ds,
+        "q4_k_m",
+        big,
+        S.plan(ds, "q4_k_m", big, context=4096),
+        draft,
+        "bf16",
+        S.plan(draft, "bf16", big, context=4096),
+        depth=512,
+        acceptance=0.8,
+        lookahead=4,
     )
     # Verifying 5 tokens reads far more of a 160-expert model than one token does.
     assert res_moe["verify_step_s"] > 2 * res_moe["target_step_s"]

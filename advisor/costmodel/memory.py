@@ -65,8 +65,12 @@ def _breakdown_or_guess(spec: ModelSpec) -> ParamBreakdown:
     if routed and spec.num_experts and spec.experts_per_token:
         routed = routed * spec.num_experts // (spec.num_experts - spec.experts_per_token)
     return ParamBreakdown(
-        embedding=emb, lm_head=emb, linear=spec.total_params - 2 * emb, other=0,
-        routed_experts=routed, routed_experts_linear=routed,
+        embedding=emb,
+        lm_head=emb,
+        linear=spec.total_params - 2 * emb,
+        other=0,
+        routed_experts=routed,
+        routed_experts_linear=routed,
     )
 
 
@@ -199,7 +203,9 @@ def cache_dtype_bytes(precision: str) -> int:
     return 4 if precision == "fp32" else 2
 
 
-def kv_cache_bytes(spec: ModelSpec, context: int, *, batch: int = 1, dtype_bytes: int = 2, runtime: str = "transformers") -> int:
+def kv_cache_bytes(
+    spec: ModelSpec, context: int, *, batch: int = 1, dtype_bytes: int = 2, runtime: str = "transformers"
+) -> int:
     """KV cache for `context` tokens held: full layers grow with it, sliding layers stop at their window."""
     kv = spec.kv
     if kv is None:
@@ -212,7 +218,9 @@ def kv_cache_bytes(spec: ModelSpec, context: int, *, batch: int = 1, dtype_bytes
     return int(per_token * batch * dtype_bytes)
 
 
-def overhead_bytes(spec: ModelSpec, precision: str, *, device_kind: str, prompt_tokens: int = 512, batch: int = 1) -> int:
+def overhead_bytes(
+    spec: ModelSpec, precision: str, *, device_kind: str, prompt_tokens: int = 512, batch: int = 1
+) -> int:
     """Runtime overhead: process or CUDA context, plus the prefill's peak activations."""
     prec = P.get(precision)
     hidden = spec.hidden_size or 0
@@ -251,7 +259,9 @@ def estimate(
     prec = P.get(precision)
     w = weight_bytes(spec, precision)
     kv = kv_cache_bytes(spec, context, batch=batch, dtype_bytes=cache_dtype_bytes(precision), runtime=prec.runtime)
-    over = overhead_bytes(spec, precision, device_kind=device_kind, prompt_tokens=min(prompt_tokens, context), batch=batch)
+    over = overhead_bytes(
+        spec, precision, device_kind=device_kind, prompt_tokens=min(prompt_tokens, context), batch=batch
+    )
     return MemoryEstimate(weights_bytes=w.total, kv_cache_bytes=kv, overhead_bytes=over, context=context, batch=batch)
 
 

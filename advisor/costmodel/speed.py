@@ -146,7 +146,9 @@ def plan(
     prec = P.get(precision)
     w = M.weight_bytes(spec, precision)
     layers = spec.num_layers or 1
-    kv_total = M.kv_cache_bytes(spec, context, batch=batch, dtype_bytes=M.cache_dtype_bytes(precision), runtime=prec.runtime)
+    kv_total = M.kv_cache_bytes(
+        spec, context, batch=batch, dtype_bytes=M.cache_dtype_bytes(precision), runtime=prec.runtime
+    )
     per_layer = (w.layers + kv_total) / layers
     gpus = [d for d in hw.devices if d.kind != "cpu"]
     cpu = hw.cpu
@@ -158,8 +160,13 @@ def plan(
         over = M.overhead_bytes(spec, precision, device_kind=dev.kind, **over_args)
         total = w.total + kv_total + over
         return Placement(
-            label=dev.label, layers={dev.label: layers}, bytes={dev.label: int(total)}, budgets=budgets,
-            fits=total <= budgets[dev.label], head_device=dev.label, embed_device=dev.label,
+            label=dev.label,
+            layers={dev.label: layers},
+            bytes={dev.label: int(total)},
+            budgets=budgets,
+            fits=total <= budgets[dev.label],
+            head_device=dev.label,
+            embed_device=dev.label,
         )
 
     # Embedding on the first GPU, head on the last one used; layers fill GPUs in order.
@@ -196,8 +203,14 @@ def plan(
     if offloaded:
         label += f"+cpu ({layers - offloaded}/{layers} layers on GPU)"
     return Placement(
-        label=label, layers=held, bytes={k: int(v) for k, v in used.items()}, budgets=budgets, fits=fits,
-        offloaded_layers=offloaded, head_device=head_dev, embed_device=gpus[0].label,
+        label=label,
+        layers=held,
+        bytes={k: int(v) for k, v in used.items()},
+        budgets=budgets,
+        fits=fits,
+        offloaded_layers=offloaded,
+        head_device=head_dev,
+        embed_device=gpus[0].label,
     )
 
 
@@ -213,7 +226,9 @@ def experts_read_fraction(spec: ModelSpec, tokens: int) -> float:
     return 1 - (1 - k / e) ** max(tokens, 1)
 
 
-def bytes_per_token(spec: ModelSpec, precision: str, *, depth: int, batch: int = 1, tokens_in_pass: int = 1) -> dict[str, int]:
+def bytes_per_token(
+    spec: ModelSpec, precision: str, *, depth: int, batch: int = 1, tokens_in_pass: int = 1
+) -> dict[str, int]:
     """Bytes one decode step reads, by group: layers (active path), head, embedding rows, KV cache."""
     prec = P.get(precision)
     w = M.weight_bytes(spec, precision)
@@ -282,8 +297,12 @@ def decode_seconds(
         fixed, cal_f = calibration.fixed(prec.runtime, compute_kind)
         t = (read / (bw * eff * GB) if bw > 0 else math.inf) + fixed * n
         per_device[label] = {
-            "bytes": int(read), "bandwidth_gbps": bw, "bandwidth_source": dev.bandwidth_source,
-            "efficiency": eff, "fixed_s_per_layer": fixed, "seconds": t,
+            "bytes": int(read),
+            "bandwidth_gbps": bw,
+            "bandwidth_source": dev.bandwidth_source,
+            "efficiency": eff,
+            "fixed_s_per_layer": fixed,
+            "seconds": t,
         }
         seconds += t
         calibrated &= cal_e and cal_f
@@ -303,7 +322,13 @@ def _matmul_tflops(dev: Device, precision: str) -> float:
 
 
 def prefill_seconds(
-    spec: ModelSpec, precision: str, hw: Hardware, placement: Placement, *, prompt_tokens: int, batch: int = 1,
+    spec: ModelSpec,
+    precision: str,
+    hw: Hardware,
+    placement: Placement,
+    *,
+    prompt_tokens: int,
+    batch: int = 1,
     calibration: Calibration = NO_CALIBRATION,
 ) -> tuple[float, dict]:
     """Seconds to process the prompt: max(compute, weight streaming) per device, plus fixed costs."""

@@ -119,8 +119,13 @@ def spec_from_label(text: str) -> ModelSpec:
     warnings = list(label.warnings)
     if template is None:
         return ModelSpec(
-            id=text, source="label", exact=False, total_params=label.total_params,
-            active_params=label.active_params, label=label, warnings=tuple(warnings),
+            id=text,
+            source="label",
+            exact=False,
+            total_params=label.total_params,
+            active_params=label.active_params,
+            label=label,
+            warnings=tuple(warnings),
         )
     scale = label.total_params / template.total_params
     params = template.params

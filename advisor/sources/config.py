@@ -67,7 +67,9 @@ def _quiet():
         hf_logging.set_verbosity(level)
 
 
-def build_config(config: dict[str, Any], *, model_id: str, trust_remote_code: bool = False, code_dir: str | None = None):
+def build_config(
+    config: dict[str, Any], *, model_id: str, trust_remote_code: bool = False, code_dir: str | None = None
+):
     """A transformers PretrainedConfig from a config dict; raises UnsupportedArchitectureError."""
     from transformers import AutoConfig
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
@@ -211,9 +213,9 @@ def _breakdown(model) -> ParamBreakdown:
         for pname, param in module.named_parameters(recurse=False):
             if in_experts:
                 routed += param.numel()
-            if "down_proj" in (parts[-1], pname) or parts[-1] in ("w2", "c_proj") and "mlp" in parts:
-                if pname in ("weight", "down_proj"):
-                    ffn_down += param.numel()
+            is_down = "down_proj" in (parts[-1], pname) or (parts[-1] in ("w2", "c_proj") and "mlp" in parts)
+            if is_down and pname in ("weight", "down_proj"):
+                ffn_down += param.numel()
 
     other = total - embedding - lm_head - linear
     return ParamBreakdown(
@@ -261,10 +263,10 @@ def _kv_layout(text, kv_heads: int | None, head_dim: int | None) -> KVLayout:
     full = sliding = 0
     full_layers = sliding_layers = 0
     window = None
-    for layer_type, kwargs in zip(layer_types, layer_kwargs):
+    for layer_type, kwargs in zip(layer_types, layer_kwargs, strict=False):
         if layer_type == "dummy":  # shares another layer's cache or has no attention
             continue
-        if "sliding_window" in kwargs and kwargs["sliding_window"]:
+        if kwargs.get("sliding_window"):
             sliding += per_layer
             sliding_layers += 1
             window = kwargs["sliding_window"] if window is None else min(window, kwargs["sliding_window"])

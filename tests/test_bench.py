@@ -1,0 +1,177 @@
+"""advisor bench: loading in each precision, the measured-vs-estimated comparison, the calibration store."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from advisor import bench as B
+from advisor import calibration as C
+from advisor import runtime
+from advisor.costmodel import memory as M
+from advisor.sources.local import spec_from_folder
+
+SMALL = B.Plan(prompt_lengths=(16,), depths=(32,), new_tokens=8, repeats=2, seconds_per_run=0.5)
+
+
+@pytest.fixture
+def tiny_source(tiny_model_dir):
+    return runtime.prepare(str(tiny_model_dir))
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16", "int8", "int4", "int4-dq"])
+def test_load_each_precision_matches_weight_estimate(tiny_source, precision):
+    spec = spec_from_folder(tiny_source.path, model_id="tiny")
+    loaded = runtime.load(tiny_source, precision)
+    try:
+        estimated = M.weight_bytes(spec, precision).total
+        # bitsandbytes keeps a few hundred bytes of quantization maps per layer beyond the estimate.
+        assert loaded.weight_bytes == pytest.approx(estimated, rel=0.02)
+        gen = runtime.generate(loaded, runtime_ids(loaded, 10), max_new_tokens=6, exact_length=True)
+        assert gen.new_tokens == 6 and len(gen.token_times) == 6 and gen.ttft_s > 0
+        assert gen.kv_bytes == M.kv_cache_bytes(spec, 10 + 6 - 1, dtype_bytes=M.cache_dtype_bytes(precision))
+    finally:
+        runtime.free(loaded)
+
+
+def runtime_ids(loaded, n):
+    return B._prompt_ids(loaded.tokenizer, n)
+
+
+def test_llama_cpp_precision_is_refused(tiny_source):
+    with pytest.raises(runtime.RuntimeLoadError, match=r"llama\.cpp"):
+        runtime.load(tiny_source, "q4_k_m")
+
+
+def test_bench_compares_and_records(tiny_model_dir, seeded_hw):
+    report = B.run_bench(str(tiny_model_dir), ["bf16", "int4"], hw=seeded_hw, plan=SMALL, isolate=False)
+    assert [r.status for r in report.rows] == ["ok", "ok"]
+    for row in report.rows:
+        names = {c.name for c in row.comparisons}
+        assert {"weights", "ttft@16", "prefill@16", "decode@32", "kv_cache", "peak_memory", "overhead"} <= names
+        assert row.get("weights").ratio == pytest.approx(1.0, rel=0.02)
+        assert row.get("kv_cache").ratio == pytest.approx(1.0)
+        assert row.get("decode@32").measured > 0 and row.get("decode@32").estimated > 0
+        assert row.recorded, "decode runs must be stored"
+    stored = C.runs(seeded_hw.fingerprint)
+    assert {r.precision for r in stored} == {"bf16", "int4"}
+    fitted = C.load_for(seeded_hw)
+    assert ("transformers", "float", "cpu") in fitted.efficiency
+    assert report.calibrated_runs == len(stored)
+
+
+def test_no_record_leaves_store_empty(tiny_model_dir, seeded_hw):
+    B.run_bench(str(tiny_model_dir), ["bf16"], hw=seeded_hw, plan=SMALL, record=False, isolate=False)
+    assert C.runs(seeded_hw.fingerprint) == []
+
+
+def test_sweep_goes_on_after_failures(tiny_model_dir, seeded_hw, monkeypatch):
+    import torch
+
+    real_load = runtime.load
+
+    def flaky_load(source, precision, **kw):
+        if precision == "fp16":
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_load(source, precision, **kw)
+
+    monkeypatch.setattr(runtime, "load", flaky_load)
+    report = B.run_bench(
+        str(tiny_model_dir), ["fp16", "q8_0", "bf16"], hw=seeded_hw, plan=SMALL, record=False, isolate=False
+    )
+    status = {r.precision: r.status for r in report.rows}
+    assert status == {"fp16": "oom", "q8_0": "unsupported", "bf16": "ok"}
+
+
+def test_ctrl_c_keeps_rows_done(tiny_model_dir, seeded_hw, monkeypatch):
+    real = B.bench_precision
+    calls = []
+
+    def interrupting(**kwargs):
+        calls.append(kwargs["precision"])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(**kwargs)
+
+    monkeypatch.setattr(B, "bench_precision", interrupting)
+    report = B.run_bench(
+        str(tiny_model_dir), ["bf16", "fp32", "int4"], hw=seeded_hw, plan=SMALL, record=False, isolate=False
+    )
+    assert report.interrupted
+    assert [(r.precision, r.status) for r in report.rows] == [("bf16", "ok"), ("fp32", "interrupted")]
+
+
+def test_child_process_isolation(tiny_model_dir, seeded_hw):
+    # Each precision runs in its own process: its peak memory is its own, and results come back intact.
+    report = B.run_bench(str(tiny_model_dir), ["fp32"], hw=seeded_hw, plan=SMALL, record=False, isolate=True)
+    row = report.rows[0]
+    assert row.status == "ok", row.message
+    assert row.get("weights").measured == pytest.approx(row.get("weights").estimated, rel=0.02)
+    assert row.get("peak_memory").measured > row.get("weights").measured
+
+
+def test_quality_perplexity_relative(tiny_model_dir, seeded_hw):
+    report = B.run_bench(
+        str(tiny_model_dir), ["fp32", "int4"], hw=seeded_hw, plan=SMALL, record=False, quality=True, isolate=False
+    )
+    ppl = {r.precision: r for r in report.rows}
+    assert ppl["fp32"].perplexity_ratio == pytest.approx(1.0)
+    assert ppl["int4"].perplexity > 0 and ppl["int4"].perplexity_ratio is not None
+
+
+def test_bench_cli_json(tiny_model_dir, seeded_hw):
+    from advisor import bench_cli  # noqa: F401  (registers the command)
+    from advisor.cli import cli
+
+    result = CliRunner().invoke(
+        cli,
+        [
+            "bench",
+            str(tiny_model_dir),
+            "-p",
+            "bf16",
+            "--prompt-lengths",
+            "16",
+            "--depths",
+            "32",
+            "--new-tokens",
+            "8",
+            "--repeats",
+            "1",
+            "--no-record",
+            "--json",
+        ],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["rows"][0]["precision"] == "bf16" and data["rows"][0]["status"] == "ok"
+    assert any(c["name"] == "weights" for c in data["rows"][0]["comparisons"])
+
+
+def test_calibration_cli_show_and_clear(seeded_hw):
+    from advisor import bench_cli  # noqa: F401
+    from advisor.cli import cli
+
+    C.record(
+        C.Run(
+            fingerprint=seeded_hw.fingerprint,
+            model="m",
+            precision="bf16",
+            runtime="transformers",
+            kind="float",
+            device_kind="cpu",
+            placement="cpu",
+            layers=30,
+            bytes_per_token=3e8,
+            bandwidth_gbps=20.0,
+            measured_tok_s=30.0,
+        )
+    )
+    shown = CliRunner().invoke(cli, ["calibration", "show", "--json"], catch_exceptions=False)
+    assert json.loads(shown.output)["runs"][0]["model"] == "m"
+    cleared = CliRunner().invoke(cli, ["calibration", "clear", "--yes"], catch_exceptions=False)
+    assert "deleted 1 runs" in cleared.output
+    assert C.runs() == []
