@@ -121,6 +121,10 @@ def _calibration(hw):
     "--top", type=click.IntRange(1, 1000), default=None, help="Rank the catalog: the N best models this hardware runs."
 )
 @click.option("--assistant", default=None, help="Price assisted generation with this draft model.")
+@click.option("--acceptance", type=click.FloatRange(0, 0.99), default=0.7, show_default=True,
+              help="Share of draft tokens the target accepts (with --assistant).")
+@click.option("--lookahead", type=click.IntRange(1, 64), default=5, show_default=True,
+              help="Draft tokens proposed per target pass (with --assistant).")
 @click.option(
     "--plot", "plot_file", type=click.Path(dir_okay=False), default=None, help="Draw memory and speed curves to a PNG."
 )
@@ -142,6 +146,8 @@ def recommend(
     runtime,
     top,
     assistant,
+    acceptance,
+    lookahead,
     plot_file,
     cached,
     revision,
@@ -185,12 +191,17 @@ def recommend(
         from advisor.ranking import price_assistant
 
         extra["assisted"] = price_assistant(
-            rec, resolve(assistant, trust_remote_code=trust_remote_code), hw, calibration=calib, context=context
+            rec, resolve(assistant, trust_remote_code=trust_remote_code), hw, calibration=calib, context=context,
+            acceptance=acceptance, lookahead=lookahead,
         )
-    if not rec.recommended and device:
+    if not rec.recommended:
         from advisor.ranking import multi_gpu_plan
 
-        extra["scale_out"] = multi_gpu_plan(spec, device, context=context, batch=batch, headroom=headroom)
+        # NOTE: with no --device, plan on the table's most common datacenter GPU, and say so.
+        target = device or "H100 SXM5"
+        extra["scale_out"] = multi_gpu_plan(spec, target, context=context, batch=batch, headroom=headroom)
+        if not device:
+            extra["scale_out"]["note"] += "; no --device given, so planned on H100 SXM5 80GB"
     if plot_file:
         from advisor.plot import plot_recommendation
 

@@ -123,28 +123,31 @@ def multi_gpu_plan(
     kv_heads = spec.num_kv_heads or heads
     layers = spec.num_layers or 1
     plans = []
-    for precision in ("bf16", "q8_0", "int4"):
-        w = M.weight_bytes(spec, precision).total
-        # NOTE: vLLM's KV cache is paged per GPU; its CUDA graphs and activations take ~1-2 GB a GPU.
-        kv = M.kv_cache_bytes(spec, context, batch=batch, runtime="llama.cpp" if spec.kv_lora_rank else "transformers")
-        need = w + kv
+    # NOTE: vLLM pages the KV cache (MLA models cache the latent); its CUDA graphs, activations and
+    # allocator take ~1.5 GB a GPU besides.
+    kv = M.kv_cache_bytes(spec, context, batch=batch, runtime="llama.cpp" if spec.kv_lora_rank else "transformers")
+    for label, weights in _serving_weight_bytes(spec).items():
+        need = weights + kv
         for n in (1, 2, 4, 8, 16, 32, 64):
             tp = _largest_divisor(heads, kv_heads, min(n, 8))
             pp = n // tp
-            if tp * pp != n or (layers % pp and pp > 1 and layers < pp):
+            if tp * pp != n or pp > layers:
                 continue
             if need / n + 1.5 * GB <= per_gpu:
+                command = f"vllm serve {spec.id} --tensor-parallel-size {tp}"
+                if pp > 1:
+                    command += f" --pipeline-parallel-size {pp}"
+                if label == "fp8":
+                    command += " --quantization fp8"
                 plans.append(
                     {
-                        "precision": {"bf16": "bf16", "q8_0": "fp8/int8", "int4": "int4 (AWQ/GPTQ)"}[precision],
+                        "precision": label,
                         "gpus": n,
                         "tensor_parallel": tp,
                         "pipeline_parallel": pp,
                         "per_gpu_bytes": int(need / n + 1.5 * GB),
                         "gpu": acc.name,
-                        "command": f"vllm serve {spec.id} --tensor-parallel-size {tp}"
-                        + (f" --pipeline-parallel-size {pp}" if pp > 1 else "")
-                        + f" --max-model-len {context}",
+                        "command": command + f" --max-model-len {context}",
                         "estimate": True,
                     }
                 )
@@ -153,6 +156,20 @@ def multi_gpu_plan(
         "device": acc.name,
         "plans": plans,
         "note": "estimate: weights and KV cache split evenly, plus ~1.5 GB a GPU for vLLM's runtime",
+    }
+
+
+def _serving_weight_bytes(spec: ModelSpec) -> dict[str, int]:
+    """Weights as vLLM holds them: bf16; fp8 (1 byte per matrix weight); int4 AWQ/GPTQ (4 bits plus an
+    fp16 scale and zero per group of 128). Embeddings, norms and head stay 16-bit; experts quantize too."""
+    p = M._breakdown_or_guess(spec)
+    fused = max(p.routed_experts - p.routed_experts_linear, 0)
+    matrices = p.linear + fused
+    rest = spec.total_params - matrices
+    return {
+        "bf16": spec.total_params * 2,
+        "fp8": matrices + rest * 2,
+        "int4 (AWQ/GPTQ)": matrices // 2 + matrices // 128 * 4 + rest * 2,
     }
 
 

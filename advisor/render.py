@@ -231,6 +231,7 @@ def print_extras(extra: dict[str, Any], console: Console) -> None:
                 console.print(Text(f"note: {assisted['warning']}", style="yellow"))
     scale = extra.get("scale_out")
     if scale:
+        console.print(Text(f"Too big for this hardware. What would run it ({scale['note']}):", style="bold"))
         if not scale["plans"]:
             console.print(f"Even 64x {scale['device']} would not hold it.")
         for p in scale["plans"]:

@@ -201,3 +201,33 @@ def test_main_exits_zero_on_help(capsys):
         main(["--help"])
     assert exc.value.code == 0
     assert "recommend" in capsys.readouterr().out
+
+
+def test_too_big_gives_scale_out_plan():
+    data = json_of(run("recommend", "meta-llama/Llama-3.1-405B-Instruct", "--device", "H100 SXM5", "--json"))
+    assert data["recommended"] is None
+    plans = {p["precision"]: p for p in data["scale_out"]["plans"]}
+    assert plans["bf16"]["gpus"] > plans["fp8"]["gpus"] >= plans["int4 (AWQ/GPTQ)"]["gpus"]
+    for p in plans.values():
+        # Tensor parallel size must divide the 128 attention and 8 KV heads.
+        assert 128 % p["tensor_parallel"] == 0 and 8 % p["tensor_parallel"] == 0
+        assert p["tensor_parallel"] * p["pipeline_parallel"] == p["gpus"]
+        assert p["per_gpu_bytes"] <= 80e9 and p["command"].startswith("vllm serve meta-llama/Llama-3.1-405B-Instruct")
+
+
+def test_plot_writes_png(tmp_path):
+    target = tmp_path / "plot.png"
+    result = run("recommend", "Qwen/Qwen2.5-0.5B-Instruct", "--plot", str(target), "--json")
+    assert result.exit_code == 0, result.output
+    assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_min_tok_s_changes_pick():
+    relaxed = json_of(run("recommend", "Qwen/Qwen2.5-7B-Instruct", "--memory-gb", "64", "--bandwidth-gbps", "100",
+                          "--json", "--min-tok-s", "1"))
+    strict = json_of(run("recommend", "Qwen/Qwen2.5-7B-Instruct", "--memory-gb", "64", "--bandwidth-gbps", "100",
+                         "--json", "--min-tok-s", "15"))
+    # At 100 GB/s bf16 (15 GB) runs ~5 tok/s: a 15 tok/s floor forces a smaller format.
+    assert relaxed["recommended"]["precision"] in ("fp32", "bf16")
+    assert strict["recommended"]["quality_rank"] < relaxed["recommended"]["quality_rank"]
+    assert strict["recommended"]["decode_tok_s"] >= 15 or "no option reaches" in strict["reason"]

@@ -295,7 +295,15 @@ def decode_seconds(
         eff, cal_e = calibration.eff(prec.runtime, prec.kind, compute_kind)
         bw = _device_bandwidth(dev, precision)
         fixed, cal_f = calibration.fixed(prec.runtime, compute_kind)
-        t = (read / (bw * eff * GB) if bw > 0 else math.inf) + fixed * n
+        t = read / (bw * eff * GB) if bw > 0 else math.inf
+        tokens = batch * tokens_in_pass
+        if tokens > 1:
+            # Several tokens per pass (a batch, or verifying draft tokens) share the weight reads but
+            # not the arithmetic: the pass is bound by whichever is slower.
+            peak = _matmul_tflops(dev, precision) * 1e12 * MATMUL_EFFICIENCY.get(compute_kind, 0.5)
+            flops = 2 * spec.active_params * tokens * (n / total_layers)
+            t = max(t, flops / peak if peak > 0 else 0.0)
+        t += fixed * n
         per_device[label] = {
             "bytes": int(read),
             "bandwidth_gbps": bw,
