@@ -543,7 +543,7 @@ class ChatSession:
     def stats(self) -> str:
         lines = [
             f"context: {self.context_used} of {self.settings.max_context} tokens in use, "
-            f"{len(self.messages)} messages kept"
+            f"{len(self.messages)} message{'s' if len(self.messages) != 1 else ''} kept"
         ]
         timed = [t for t in self.turns if t.decode_tok_s > 0]
         if self.turns:
@@ -597,17 +597,20 @@ class ChatSession:
 
 
 def line_reader(stdin: TextIO, out: TextIO, err: TextIO) -> Callable[[str], str]:
-    """input() with line editing on a terminal; elsewhere plain lines, the prompt on stderr (stdout is data)."""
+    """input() with line editing on a terminal; elsewhere plain lines, the prompt on stderr (stdout is data)
+    and only when stderr is a terminal (a script's log needs no prompts)."""
     if stdin.isatty() and out.isatty():
         try:
             import readline  # noqa: F401  (gives input() editing and history)
         except ImportError:
             pass
         return input
+    show_prompt = bool(getattr(err, "isatty", lambda: False)())
 
     def read(prompt: str) -> str:
-        err.write(prompt)
-        err.flush()
+        if show_prompt:
+            err.write(prompt)
+            err.flush()
         line = stdin.readline()
         if not line:
             raise EOFError

@@ -38,6 +38,8 @@ class PrecisionType(click.ParamType):
         text = str(value).lower()
         if text == "all" or text in P.PRECISIONS or text in (P.GGUF_FILE, P.CHECKPOINT):
             return text
+        if text.startswith(P.GGUF_PREFIX) and text.endswith(".gguf"):
+            return str(value)
         self.fail(
             f"unknown precision '{value}': choose from {', '.join(P.names())}, {P.GGUF_FILE}, {P.CHECKPOINT} or all",
             param,
@@ -121,10 +123,20 @@ def _calibration(hw):
     "--top", type=click.IntRange(1, 1000), default=None, help="Rank the catalog: the N best models this hardware runs."
 )
 @click.option("--assistant", default=None, help="Price assisted generation with this draft model.")
-@click.option("--acceptance", type=click.FloatRange(0, 0.99), default=0.7, show_default=True,
-              help="Share of draft tokens the target accepts (with --assistant).")
-@click.option("--lookahead", type=click.IntRange(1, 64), default=5, show_default=True,
-              help="Draft tokens proposed per target pass (with --assistant).")
+@click.option(
+    "--acceptance",
+    type=click.FloatRange(0, 0.99),
+    default=0.7,
+    show_default=True,
+    help="Share of draft tokens the target accepts (with --assistant).",
+)
+@click.option(
+    "--lookahead",
+    type=click.IntRange(1, 64),
+    default=5,
+    show_default=True,
+    help="Draft tokens proposed per target pass (with --assistant).",
+)
 @click.option(
     "--plot", "plot_file", type=click.Path(dir_okay=False), default=None, help="Draw memory and speed curves to a PNG."
 )
@@ -191,8 +203,13 @@ def recommend(
         from advisor.ranking import price_assistant
 
         extra["assisted"] = price_assistant(
-            rec, resolve(assistant, trust_remote_code=trust_remote_code), hw, calibration=calib, context=context,
-            acceptance=acceptance, lookahead=lookahead,
+            rec,
+            resolve(assistant, trust_remote_code=trust_remote_code),
+            hw,
+            calibration=calib,
+            context=context,
+            acceptance=acceptance,
+            lookahead=lookahead,
         )
     if not rec.recommended:
         from advisor.ranking import multi_gpu_plan

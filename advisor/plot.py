@@ -48,10 +48,19 @@ def plot_recommendation(rec: Recommendation, hw: Hardware, path: str, *, calibra
         ax_speed.plot(depths, speeds, style, linewidth=width, label=opt.precision)
     if budget:
         ax_mem.axhline(budget / GB, color="black", linewidth=1, label="device memory")
-    ax_mem.set(xscale="log", yscale="log", xlabel="context (tokens)", ylabel="memory (GB)",
-               title=f"{spec.id}: memory vs context")
-    ax_speed.set(xscale="log", xlabel="context depth (tokens)", ylabel="decode tokens/s",
-                 title="decode speed vs depth (estimate)")
+    ax_mem.set(
+        xscale="log",
+        yscale="log",
+        xlabel="context (tokens)",
+        ylabel="memory (GB)",
+        title=f"{spec.id}: memory vs context",
+    )
+    ax_speed.set(
+        xscale="log",
+        xlabel="context depth (tokens)",
+        ylabel="decode tokens/s",
+        title="decode speed vs depth (estimate)",
+    )
     ax_mem.legend(fontsize=7, ncol=2)
     ax_speed.legend(fontsize=7, ncol=2)
     ax_mem.grid(True, which="both", alpha=0.3)

@@ -108,7 +108,12 @@ def gguf_base_type(file_type: str) -> tuple[str, str | None]:
 
 
 def gguf_quality(type_name: str) -> int:
-    """Quality rank of a GGUF file by its dominant type's bits per weight (Q8_0 ~ 82, Q4_0 ~ 50)."""
+    """Quality rank of a GGUF file type: the table's rank where it has one (q4_k_m), else by the base
+    type's bits per weight (Q8_0 ~ 82, Q4_0 ~ 50)."""
+    known = PRECISIONS.get(type_name.lower())
+    if known is not None and known.kind == "gguf":
+        return known.quality_rank
+    type_name = gguf_base_type(type_name)[0]
     try:
         bits = gguf_bits_per_weight(type_name)
     except KeyError:
@@ -138,6 +143,22 @@ def _checkpoint_precision(spec) -> Precision:
     return Precision(CHECKPOINT, "transformers", "prequant", 0.0, rank, f"the checkpoint as quantized ({label or '?'})")
 
 
+# One GGUF file of a repo that holds several quantizations: "gguf:NAME.gguf".
+GGUF_PREFIX = "gguf:"
+_FILE_TYPE = None
+
+
+def gguf_type_in_name(filename: str) -> str | None:
+    """The llama.cpp file type written in a GGUF file name ('...-Q4_K_M.gguf' -> 'Q4_K_M'), or None."""
+    import re
+
+    global _FILE_TYPE
+    if _FILE_TYPE is None:
+        _FILE_TYPE = re.compile(r"(?<![A-Za-z0-9])(I?Q\d(?:_[0-9A-Z]+)*|BF16|F16|F32)(?![A-Za-z0-9])", re.IGNORECASE)
+    found = _FILE_TYPE.findall(filename.rsplit("/", 1)[-1].removesuffix(".gguf"))
+    return found[-1].upper() if found else None
+
+
 def get(name: str, spec=None) -> Precision:
     """The precision called `name` (case-insensitive); KeyError if there is none.
 
@@ -145,6 +166,11 @@ def get(name: str, spec=None) -> Precision:
     file's dominant tensor type.
     """
     key = name.lower()
+    if key.startswith(GGUF_PREFIX):
+        filename = name[len(GGUF_PREFIX) :]
+        ftype = gguf_type_in_name(filename) or "Q8_0"
+        base, mix = gguf_base_type(ftype)
+        return Precision(name, "llama.cpp", "gguf", 0.0, gguf_quality(ftype), f"GGUF file {filename}", base, mix)
     if key == CHECKPOINT:
         return _checkpoint_precision(spec)
     if key == GGUF_FILE:

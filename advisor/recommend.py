@@ -23,8 +23,15 @@ def candidate_precisions(spec: ModelSpec, requested: Iterable[str] | None = None
         names = [n for n in names if n in allowed or P.get(n).runtime == "llama.cpp"]
         if allowed - set(P.PRECISIONS):  # the checkpoint's own format (gptq-int4, fp8, ...)
             names.insert(0, P.CHECKPOINT)
-    if spec.source == "gguf" and spec.quantization:
+    groups = M.gguf_groups(spec.files)
+    if spec.quantization and spec.quantization.startswith("gguf"):
+        # The file whose header was read, then every other quantization the repo or folder holds.
         names.insert(0, P.GGUF_FILE)
+        read = [
+            n for n, total in groups.items() if spec.checkpoint_bytes and 0 <= total - spec.checkpoint_bytes < 2**28
+        ]
+        others = [n for n in groups if n not in read[:1]]
+        names[1:1] = [P.GGUF_PREFIX + n for n in sorted(others, key=groups.get)]
     return names
 
 
@@ -59,7 +66,7 @@ def price(
     )
     notes = []
     quality = prec.quality_rank
-    if spec.source == "gguf" and spec.quantization and precision != P.GGUF_FILE:
+    if spec.source == "gguf" and spec.quantization and prec.runtime != "llama.cpp":
         # Dequantizing a GGUF file cannot restore what its quantization rounded away.
         quality = min(quality, P.get(P.GGUF_FILE, spec).quality_rank)
         notes.append(f"weights dequantized from the {spec.quantization} file: quality no better than the file")

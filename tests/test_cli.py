@@ -223,10 +223,32 @@ def test_plot_writes_png(tmp_path):
 
 
 def test_min_tok_s_changes_pick():
-    relaxed = json_of(run("recommend", "Qwen/Qwen2.5-7B-Instruct", "--memory-gb", "64", "--bandwidth-gbps", "100",
-                          "--json", "--min-tok-s", "1"))
-    strict = json_of(run("recommend", "Qwen/Qwen2.5-7B-Instruct", "--memory-gb", "64", "--bandwidth-gbps", "100",
-                         "--json", "--min-tok-s", "15"))
+    relaxed = json_of(
+        run(
+            "recommend",
+            "Qwen/Qwen2.5-7B-Instruct",
+            "--memory-gb",
+            "64",
+            "--bandwidth-gbps",
+            "100",
+            "--json",
+            "--min-tok-s",
+            "1",
+        )
+    )
+    strict = json_of(
+        run(
+            "recommend",
+            "Qwen/Qwen2.5-7B-Instruct",
+            "--memory-gb",
+            "64",
+            "--bandwidth-gbps",
+            "100",
+            "--json",
+            "--min-tok-s",
+            "15",
+        )
+    )
     # At 100 GB/s bf16 (15 GB) runs ~5 tok/s: a 15 tok/s floor forces a smaller format.
     assert relaxed["recommended"]["precision"] in ("fp32", "bf16")
     assert strict["recommended"]["quality_rank"] < relaxed["recommended"]["quality_rank"]

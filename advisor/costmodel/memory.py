@@ -120,6 +120,8 @@ def weight_bytes(spec: ModelSpec, precision: str, *, compute_dtype_bytes: int = 
     if prec.kind == "gguf":
         if precision == P.GGUF_FILE:
             return _gguf_file_bytes(spec, params)
+        if precision.lower().startswith(P.GGUF_PREFIX):
+            return _gguf_sibling_bytes(spec, params, precision)
         return _gguf_weight_bytes(spec, params, prec)
     raise ValueError(f"unknown precision kind {prec.kind}")
 
@@ -195,6 +197,46 @@ def _gguf_file_bytes(spec: ModelSpec, params: ParamBreakdown) -> WeightBytes:
         routed_experts=int(shape.routed_experts * scale),
         quantized=int(shape.quantized * scale),
         note="the GGUF file's real tensor bytes",
+    )
+
+
+def gguf_groups(files: dict[str, int]) -> dict[str, int]:
+    """First part -> total bytes of each GGUF model among `files` (split files name-0000N-of-0000M count once)."""
+    import re
+
+    split = re.compile(r"^(?P<stem>.+)-(?P<part>\d{5})-of-(?P<count>\d{5})\.gguf$")
+    groups: dict[str, list[str]] = {}
+    for name in sorted(files):
+        if name.endswith(".gguf"):
+            m = split.match(name)
+            groups.setdefault(f"{m['stem']}|{m['count']}" if m else name, []).append(name)
+    return {parts[0]: sum(files[p] for p in parts) for parts in groups.values()}
+
+
+def _gguf_sibling_bytes(spec: ModelSpec, params: ParamBreakdown, precision: str) -> WeightBytes:
+    """Another quantization in the same repo: its file size less a header as large as the one read
+    (the header is metadata and tokenizer, the same in every quantization of a model)."""
+    name = precision[len(P.GGUF_PREFIX) :]
+    groups = gguf_groups(spec.files)
+    size = groups.get(name)
+    shape = _gguf_weight_bytes(spec, params, P.get(precision))
+    if size is None:
+        return shape
+    read_file = next(
+        (n for n, total in groups.items() if spec.checkpoint_bytes and 0 <= total - spec.checkpoint_bytes < 256 * MiB),
+        None,
+    )
+    header = groups[read_file] - spec.checkpoint_bytes if read_file else 0
+    real = max(size - header, 1)
+    scale = real / shape.total if shape.total else 1.0
+    emb, head = int(shape.embedding * scale), int(shape.lm_head * scale)
+    return WeightBytes(
+        emb,
+        head,
+        real - emb - head,
+        int(shape.routed_experts * scale),
+        int(shape.quantized * scale),
+        note=f"file size of {name} less its header",
     )
 
 
