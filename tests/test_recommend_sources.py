@@ -55,3 +55,22 @@ def test_gguf_file_quality_caps_transformers_options(smollm_gguf):
     assert any("dequantized" in n for n in options["fp32"]["notes"])
     bytes_by_type = data["model"]["spec"]["checkpoint_bytes_by_dtype"]
     assert bytes_by_type == {"Q4_1": 66_355_200, "Q8_0": 30_081_024, "F32": 140_544}
+
+
+def test_cached_lists_each_model_with_its_fit(hub_server):
+    import os
+
+    from huggingface_hub import hf_hub_download
+
+    hub_server.add_repo("HuggingFaceTB/SmolLM2-135M-Instruct", config="HuggingFaceTB/SmolLM2-135M-Instruct")
+    broken = hub_server.add_repo("acme/broken")
+    broken.add_file("config.json", b"{broken", lfs=False)
+    for repo_id in ("HuggingFaceTB/SmolLM2-135M-Instruct", "acme/broken"):
+        hf_hub_download(repo_id, "config.json", endpoint=hub_server.url, cache_dir=os.environ["HF_HUB_CACHE"])
+    hub_server.stop()  # listing the cache needs no network
+    data = recommend_json("--cached")
+    rows = {m["model"]: m for m in data["models"]}
+    smol = rows["HuggingFaceTB/SmolLM2-135M-Instruct"]
+    assert smol["total_params"] == 134_515_008 and smol["best"]["fits"]
+    assert rows["acme/broken"]["best"] is None
+    assert "not valid JSON" in rows["acme/broken"]["error"]
