@@ -13,7 +13,9 @@ the default fixed cost and solves the efficiency.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import logging
 import os
 import sqlite3
 import time
@@ -24,9 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from advisor.costmodel.speed import EFFICIENCY, FIXED_PER_LAYER, Calibration
+from advisor.errors import AdvisorError
 from advisor.paths import cache_dir
 from advisor.spec import Hardware
 
+_log = logging.getLogger(__name__)
 DB_FILE = "calibration.sqlite"
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -74,42 +78,124 @@ def db_path() -> Path:
     return cache_dir() / DB_FILE
 
 
+_COLUMNS = {
+    "id", "created_at", "fingerprint", "model", "precision", "runtime", "kind", "device_kind", "placement", "layers",
+    "bytes_per_token", "bandwidth_gbps", "measured_tok_s", "estimated_tok_s", "measured_json", "estimated_json",
+}  # fmt: skip
+
+
+class StoreError(AdvisorError):
+    """The calibration store cannot be opened or written (disk full, read-only, a folder in its place)."""
+
+
+class _Corrupt(Exception):
+    """The file is not a calibration store advisor can use: set it aside."""
+
+
 def _set_aside(path: Path) -> Path:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    """Rename a corrupt store (and its -wal/-shm companions) to `<name>.corrupt-<UTC time>[-n]`; never delete it."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     target = path.with_name(f"{path.name}.corrupt-{stamp}")
+    n = 1
+    while target.exists():
+        target = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+        n += 1
     os.replace(path, target)
+    for suffix in ("-wal", "-shm"):  # a stale write-ahead log would be replayed into the new store
+        companion = path.with_name(path.name + suffix)
+        if companion.exists():
+            with contextlib.suppress(OSError):
+                os.replace(companion, target.with_name(target.name + suffix))
     return target
+
+
+def _is_corrupt(exc: sqlite3.DatabaseError) -> bool:
+    """A damaged or foreign file (SQLITE_CORRUPT, SQLITE_NOTADB), not a busy, full or read-only one."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    if name:
+        return name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB"))
+    text = str(exc).lower()
+    return "not a database" in text or "malformed" in text or type(exc) is sqlite3.DatabaseError
+
+
+def _store_error(path: Path, exc: BaseException) -> StoreError:
+    reason = " ".join(str(exc).split())[:120] or type(exc).__name__
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    if name.startswith("SQLITE_FULL") or "disk is full" in reason or getattr(exc, "errno", None) == errno.ENOSPC:
+        step = "free some disk space"
+    elif name.startswith("SQLITE_BUSY") or "locked" in reason:
+        step = "another advisor process holds it: try again when it finishes"
+    else:
+        step = "check that the folder is writable"
+    return StoreError(f"Cannot use the calibration store {path} ({reason}): {step}, or set ADVISOR_CACHE_DIR.")
+
+
+def _open(path: Path) -> sqlite3.Connection:
+    """A connection to a usable store, created if absent; _Corrupt if the file is not one; sqlite3.Error else."""
+    conn = sqlite3.connect(path, timeout=30)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        check = conn.execute("PRAGMA quick_check").fetchone()
+        if check is None or check[0] != "ok":
+            raise _Corrupt(f"integrity check: {check[0] if check else 'no answer'}")
+        conn.executescript(SCHEMA)
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
+        if columns != _COLUMNS:
+            raise _Corrupt(f"its runs table has other columns ({', '.join(sorted(columns - _COLUMNS)) or 'fewer'})")
+        conn.execute("SELECT count(*) FROM runs").fetchone()
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        if _is_corrupt(exc):
+            raise _Corrupt(" ".join(str(exc).split())) from None
+        raise
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 @contextlib.contextmanager
 def connect(path: Path | None = None, *, warnings: list[str] | None = None) -> Iterator[sqlite3.Connection]:
-    """Open the store (created on first use); a corrupt file is renamed aside and a new one started."""
+    """Open the store (created on first use). A corrupt file is renamed aside (with its -wal/-shm), never deleted,
+    and a new store started, with a warning in `warnings`. A store that cannot be opened or written raises
+    StoreError (one line)."""
     path = path or db_path()
+    conn = None
     for attempt in (0, 1):
-        conn = sqlite3.connect(path, timeout=30)
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.executescript(SCHEMA)
-            conn.execute("SELECT count(*) FROM runs").fetchone()
-        except sqlite3.DatabaseError as exc:
-            conn.close()
+            conn = _open(path)
+            break
+        except _Corrupt as exc:
             if attempt:
-                raise
-            moved = _set_aside(path)
+                raise StoreError(f"The calibration store {path} is still unreadable after a restart ({exc}).") from None
+            try:
+                moved = _set_aside(path)
+            except OSError as move_exc:
+                raise _store_error(path, move_exc) from None
+            message = f"calibration store {path} was unreadable ({exc}); moved to {moved.name}, starting anew"
             if warnings is not None:
-                warnings.append(f"calibration store {path} was unreadable ({exc}); moved to {moved.name}, starting anew")
-            continue
-        try:
-            yield conn
-            conn.commit()
-        finally:
-            conn.close()
-        return
+                warnings.append(message)
+            else:
+                _log.warning(message)
+        except (sqlite3.Error, OSError) as exc:
+            raise _store_error(path, exc) from None
+    assert conn is not None
+    try:
+        yield conn
+        conn.commit()
+    except sqlite3.DatabaseError as exc:
+        with contextlib.suppress(sqlite3.Error):
+            conn.rollback()
+        raise _store_error(path, exc) from None
+    finally:
+        conn.close()
 
 
-def record(run: Run, *, path: Path | None = None) -> int:
-    """Store one run; returns its id. Safe with several processes writing at once (SQLite locking)."""
-    with connect(path) as conn:
+def record(run: Run, *, path: Path | None = None, warnings: list[str] | None = None) -> int:
+    """Store one run; returns its id. Safe with several processes writing at once: each insert is one
+    `BEGIN IMMEDIATE` transaction (SQLite's write lock, waited for up to 30 s), so no row is lost."""
+    with connect(path, warnings=warnings) as conn:
+        conn.execute("BEGIN IMMEDIATE")
         cur = conn.execute(
             "INSERT INTO runs (created_at, fingerprint, model, precision, runtime, kind, device_kind, placement, layers,"
             " bytes_per_token, bandwidth_gbps, measured_tok_s, estimated_tok_s, measured_json, estimated_json)"
@@ -132,16 +218,34 @@ def runs(fingerprint: str | None = None, *, path: Path | None = None, warnings: 
         query = "SELECT * FROM runs" + (" WHERE fingerprint = ?" if fingerprint else "") + " ORDER BY id"
         conn.row_factory = sqlite3.Row
         rows = conn.execute(query, (fingerprint,) if fingerprint else ()).fetchall()
-    return [
-        Run(
-            id=r["id"], created_at=r["created_at"], fingerprint=r["fingerprint"], model=r["model"],
-            precision=r["precision"], runtime=r["runtime"], kind=r["kind"], device_kind=r["device_kind"],
-            placement=r["placement"], layers=r["layers"], bytes_per_token=r["bytes_per_token"],
-            bandwidth_gbps=r["bandwidth_gbps"], measured_tok_s=r["measured_tok_s"], estimated_tok_s=r["estimated_tok_s"],
-            measured=json.loads(r["measured_json"]), estimated=json.loads(r["estimated_json"]),
-        )
-        for r in rows
-    ]
+    out = []
+    skipped = 0
+    for r in rows:  # SQLite stores any value in any column: a hand-edited row must not break the fit
+        numbers = (r["layers"], r["bytes_per_token"], r["bandwidth_gbps"], r["measured_tok_s"])
+        if not all(isinstance(v, (int, float)) for v in numbers) or not isinstance(
+            r["estimated_tok_s"], (int, float, type(None))
+        ):
+            skipped += 1
+            continue
+        out.append(Run(
+            id=r["id"], created_at=str(r["created_at"]), fingerprint=str(r["fingerprint"]), model=str(r["model"]),
+            precision=str(r["precision"]), runtime=str(r["runtime"]), kind=str(r["kind"]),
+            device_kind=str(r["device_kind"]), placement=str(r["placement"]), layers=int(r["layers"]),
+            bytes_per_token=float(r["bytes_per_token"]), bandwidth_gbps=float(r["bandwidth_gbps"]),
+            measured_tok_s=float(r["measured_tok_s"]), estimated_tok_s=r["estimated_tok_s"],
+            measured=_json_object(r["measured_json"]), estimated=_json_object(r["estimated_json"]),
+        ))
+    if skipped and warnings is not None:
+        warnings.append(f"{skipped} stored runs in {path or db_path()} hold non-numeric figures and were skipped")
+    return out
+
+
+def _json_object(text: Any) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError, RecursionError):
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def clear(*, path: Path | None = None) -> int:
@@ -230,7 +334,9 @@ def load_for(hw: Hardware, *, warnings: list[str] | None = None) -> Calibration:
         return Calibration()
     try:
         return fit(runs(hw.fingerprint, warnings=warnings))
-    except sqlite3.Error:
+    except (sqlite3.Error, StoreError) as exc:  # a store that cannot be read leaves the defaults, with a warning
+        if warnings is not None:
+            warnings.append(f"{exc} The default efficiencies are used.")
         return Calibration()
 
 

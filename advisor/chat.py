@@ -18,6 +18,7 @@ Heavy imports (torch, transformers) happen in `advisor.runtime`, inside function
 from __future__ import annotations
 
 import json
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -184,13 +185,13 @@ class Engine:
 
         enc = self.encode(messages)
         ids, mask = enc["input_ids"], enc.get("attention_mask")
-        streamer = runtime.text_streamer(self.tokenizer)
+        streamer = runtime.text_streamer(self.tokenizer, timeout=0.2)
         stop = threading.Event()
         result: dict[str, Any] = {}
 
         def work() -> None:
             try:
-                with runtime.quiet():  # transformers' once-per-process notices would land in the answer
+                with runtime.quiet():  # transformers' once-per-process notices would break into the answer
                     result["gen"] = runtime.generate(
                         self.loaded, ids, attention_mask=mask, max_new_tokens=max_new_tokens, temperature=temperature,
                         top_p=top_p, streamer=streamer, assistant=self.assistant, stop=stop.is_set,
@@ -208,6 +209,9 @@ class Engine:
                 for text in streamer:
                     on_text(text)
                 break
+            except queue.Empty:  # nothing for a moment: go on waiting, unless the worker is done and all is read
+                if not worker.is_alive() and streamer.text_queue.empty():
+                    break
             except KeyboardInterrupt:  # stop at the next token; keep draining what is already generated
                 interrupted = True
                 stop.set()
@@ -220,6 +224,7 @@ class Engine:
         if "error" in result:
             exc = result["error"]
             if _is_oom(exc):
+                runtime.free(None)  # collect, and hand CUDA's cached blocks back
                 raise ChatError(
                     f"Out of memory answering at {ids.shape[-1]} tokens of context: /reset the conversation, "
                     "or lower --max-new-tokens or --max-context."
@@ -262,14 +267,23 @@ def check_assistant(target, draft) -> None:
         )
 
 
-def measure_plain_decode(loaded, tokens: int = 16) -> float:
-    """Plain decode tokens/s of `loaded` here (after a warm-up): what an assistant's speed is set against."""
+def measure_plain_decode(loaded, tokens: int = 16, repeats: int = 3) -> float:
+    """Plain decode tokens/s of `loaded` here (median of `repeats` runs after a warm-up; one run when the model
+    is slow): what an assistant's speed is set against."""
+    import statistics
+
     from advisor import runtime
     from advisor.bench import _prompt_ids
 
-    runtime.generate(loaded, _prompt_ids(loaded.tokenizer, 32), max_new_tokens=4, exact_length=True)
-    gen = runtime.generate(loaded, _prompt_ids(loaded.tokenizer, 64), max_new_tokens=tokens, exact_length=True)
-    return gen.decode_tok_s
+    ids = _prompt_ids(loaded.tokenizer, 64)
+    speeds: list[float] = []
+    with runtime.quiet():
+        runtime.generate(loaded, ids, max_new_tokens=4, exact_length=True)
+        while len(speeds) < repeats:
+            speeds.append(runtime.generate(loaded, ids, max_new_tokens=tokens, exact_length=True).decode_tok_s)
+            if speeds[0] < 10:  # a slow model: one run is enough, and already a few seconds
+                break
+    return statistics.median(speeds)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -340,15 +354,15 @@ class Estimates:
         speed = f"{turn.decode_tok_s:.1f} tok/s" if turn.decode_tok_s > 0 else "too short for tok/s"
         head = f"{turn.new_tokens} tokens at {turn.prompt_tokens} tokens of context"
         if turn.assisted:
-            parts = [f"{head}: {speed} with the assistant ({turn.new_tokens / max(turn.passes, 1):.1f} tokens a pass)"]
+            parts = [f"{head}: {speed} with the assistant, {turn.new_tokens / max(turn.passes, 1):.1f} tokens a pass"]
             if self.plain_tok_s and turn.decode_tok_s > 0:
                 ratio = turn.decode_tok_s / self.plain_tok_s
-                parts.append(f"plain decode measured {self.plain_tok_s:.1f} tok/s, so a {ratio:.2f}x speed-up measured")
+                parts.append(f"speed-up {ratio:.2f}x over plain decode measured here ({self.plain_tok_s:.1f} tok/s)")
             priced = self.assisted or {}
             if "speedup" in priced:
                 parts.append(
                     f"advisor expected {priced['speedup']:.2f}x ({priced['tok_s']:.1f} tok/s at "
-                    f"{priced['acceptance']:.0%} acceptance) over its plain estimate {est.decode_tok_s:.1f} tok/s"
+                    f"{priced['acceptance']:.0%} acceptance; plain {est.decode_tok_s:.1f} tok/s)"
                 )
             parts.append(f"first token after {turn.ttft_s:.2f} s")
             return "[" + "; ".join(parts) + "]"
@@ -432,6 +446,7 @@ class ChatSession:
         limit = self.settings.max_context
         reserve = min(self.settings.max_new_tokens, max(limit // 2, 1))
         n = self.engine.count(self.messages)
+        before = list(self.messages)
         dropped = 0
         while n + reserve > limit:
             gone = drop_oldest_turn(self.messages)
@@ -439,18 +454,18 @@ class ChatSession:
                 break
             dropped += gone
             n = self.engine.count(self.messages)
+        if n >= limit:  # the question alone does not fit: keep the earlier turns, refuse it
+            self.messages[:] = before
+            raise ChatError(
+                f"The conversation needs {n} tokens, more than the {limit}-token context even without earlier turns: "
+                "shorten the message or the system message, or raise --max-context."
+            )
         if dropped:
             self.notice(
                 f"[dropped the {dropped} oldest messages to keep the conversation within {limit} tokens of context"
                 + ("; the system message stays]" if self.system is not None else "]")
             )
-        room = limit - n
-        if room < 1:
-            raise ChatError(
-                f"The conversation needs {n} tokens, more than the {limit}-token context even without earlier turns: "
-                "shorten the message or the system message, or raise --max-context."
-            )
-        cap = min(self.settings.max_new_tokens, room)
+        cap = min(self.settings.max_new_tokens, limit - n)
         if cap < self.settings.max_new_tokens:
             self.notice(f"[this answer is limited to {cap} tokens by the {limit}-token context]")
         return n, cap

@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import json
+import math
 import os
 import platform
 import statistics
@@ -41,7 +43,7 @@ from typing import Any
 
 import psutil
 
-from advisor.errors import HardwareProbeError
+from advisor.errors import AdvisorError, HardwareProbeError
 from advisor.paths import cache_dir
 from advisor.spec import Device, Hardware
 
@@ -1190,10 +1192,58 @@ def probe(*, measure: bool = True, disk: bool = True) -> Hardware:
 # --------------------------------------------------------------------------------------------
 
 
+# What each stored field must hold: anything else means the file was damaged or hand-edited wrongly, and the
+# profile is set aside and measured again (a wrong type would otherwise crash the cost model much later).
+_DEVICE_FIELDS: dict[str, tuple[type, ...]] = {
+    "kind": (str,), "name": (str,), "memory_bytes": (int,), "bandwidth_gbps": (int, float, type(None)),
+    "bandwidth_source": (str,), "free_bytes": (int, type(None)), "matmul_tflops": (int, float, type(None)),
+    "matmul_source": (str,), "index": (int,), "theoretical_bandwidth_gbps": (int, float, type(None)),
+    "details": (dict, type(None)),
+}  # fmt: skip
+_HARDWARE_FIELDS: dict[str, tuple[type, ...]] = {
+    "source": (str,), "cpu_name": (str, type(None)), "physical_cores": (int, type(None)),
+    "logical_cores": (int, type(None)), "ram_total_bytes": (int, type(None)),
+    "ram_available_bytes": (int, type(None)), "disk_read_gbps": (int, float, type(None)),
+    "disk_path": (str, type(None)), "measured_at": (str, type(None)), "fingerprint": (str, type(None)),
+    "notes": (list, tuple, type(None)),
+}  # fmt: skip
+_DETAIL_TABLES = ("bandwidth_gbps_by_dtype", "matmul_tflops_by_dtype", "bandwidth_gbps_by_method")
+_DETAIL_NUMBERS = ("pcie_gbps", "power_limit_w", "recommended_max_memory_bytes", "unified_memory_bytes")
+
+
+def _check_fields(data: dict[str, Any], table: dict[str, tuple[type, ...]], what: str) -> None:
+    for key, types in table.items():
+        if key not in data:
+            continue
+        value = data[key]
+        if isinstance(value, bool) or not isinstance(value, types):
+            raise ValueError(f"{what} field '{key}' holds {type(value).__name__}")
+        if isinstance(value, (int, float)) and not _is_number(value):
+            raise ValueError(f"{what} field '{key}' is out of range")
+
+
+def _is_number(value: Any) -> bool:
+    """A figure a profile can hold: finite, not negative, within int64 (an int of 400 digits overflows floats)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    if isinstance(value, int):
+        return 0 <= value < 2**63
+    return math.isfinite(value) and 0 <= value < 2.0**63
+
+
 def _device_from_json(d: dict[str, Any]) -> Device:
+    _check_fields(d, _DEVICE_FIELDS, "device")
+    details = d.get("details") or {}
+    for key in _DETAIL_TABLES:
+        table = details.get(key)
+        if table is not None and not (isinstance(table, dict) and all(_is_number(v) for v in table.values())):
+            raise ValueError(f"device detail '{key}' is not a table of numbers")
+    for key in _DETAIL_NUMBERS:
+        if details.get(key) is not None and not _is_number(details[key]):
+            raise ValueError(f"device detail '{key}' is not a number")
     names = {f.name for f in dataclasses.fields(Device)}
     kwargs = {k: v for k, v in d.items() if k in names}
-    kwargs["details"] = dict(kwargs.get("details") or {})
+    kwargs["details"] = dict(details)
     return Device(**kwargs)
 
 
@@ -1202,21 +1252,22 @@ def hardware_from_json(data: dict[str, Any]) -> Hardware:
     if not isinstance(data, dict):
         raise ValueError("a hardware profile must be a JSON object")
     devices = data.get("devices")
-    if not isinstance(devices, list) or not all(isinstance(d, dict) for d in devices):
-        raise ValueError("'devices' must be a list of objects")
+    if not isinstance(devices, list) or not devices or not all(isinstance(d, dict) for d in devices):
+        raise ValueError("'devices' must be a non-empty list of objects")
+    _check_fields(data, _HARDWARE_FIELDS, "profile")
     names = {f.name for f in dataclasses.fields(Hardware)}
     kwargs = {k: v for k, v in data.items() if k in names and k != "devices"}
     if "source" not in kwargs:
         raise ValueError("'source' is missing")
-    kwargs["notes"] = tuple(kwargs.get("notes") or ())
+    notes = kwargs.get("notes") or ()
+    if not all(isinstance(n, str) for n in notes):
+        raise ValueError("'notes' must be a list of strings")
+    kwargs["notes"] = tuple(notes)
     try:
         parsed = tuple(_device_from_json(d) for d in devices)
         hw = Hardware(devices=parsed, **kwargs)
-    except TypeError as exc:
+    except TypeError as exc:  # a device without kind, name or memory_bytes
         raise ValueError(str(exc)) from exc
-    for dev in hw.devices:
-        if not isinstance(dev.kind, str) or not isinstance(dev.memory_bytes, int):
-            raise ValueError(f"bad device entry: {dev!r}")
     return hw
 
 
@@ -1224,21 +1275,53 @@ def cache_path() -> Path:
     return cache_dir() / CACHE_FILE
 
 
+class ProfileWriteError(AdvisorError, OSError):
+    """The hardware profile could not be written (disk full, read-only cache): the previous file is intact.
+
+    Also an OSError, so callers that handled the raw error keep working.
+    """
+
+    def __init__(self, message: str, errno_: int | None = None) -> None:
+        OSError.__init__(self, errno_, message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
 def save_hardware(hw: Hardware, path: Path | None = None) -> Path:
-    """Write the profile atomically: a temp file in the same folder, fsync, os.replace."""
+    """Write the profile atomically: a temp file in the same folder, fsync, os.replace.
+
+    On failure (a full disk: ENOSPC from the write or the fsync) the temp file is removed, the previous
+    profile is left as it was, and ProfileWriteError (an AdvisorError) says so in one line.
+    """
     path = path or cache_path()
     data = {"schema": SCHEMA, **hw.to_json()}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp: str | None = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(data, f, indent=2, sort_keys=False)
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        kept = "the previous profile is kept" if path.exists() else "nothing was saved"
+        nospace = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        step = "free some disk space" if nospace else "check the folder's permissions"
+        raise ProfileWriteError(
+            f"Cannot save the hardware profile to {path} ({_err(exc)}): {kept}; {step}, or set ADVISOR_CACHE_DIR "
+            "to another folder.",
+            exc.errno,
+        ) from None
     except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
         raise
     return path
 
@@ -1274,7 +1357,7 @@ def _read_cache(path: Path) -> tuple[Hardware | None, int | None, str | None]:
         data = json.loads(raw.decode("utf-8"))
         hw = hardware_from_json(data)
         return hw, data.get("schema"), None
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:  # UnicodeDecodeError too
         try:
             aside = _set_aside(path)
         except OSError as exc2:
@@ -1306,6 +1389,8 @@ def load_or_probe(refresh: bool = False) -> Hardware:
     hw = probe()
     try:
         save_hardware(hw, path)
+    except ProfileWriteError as exc:
+        warnings.append(str(exc))
     except OSError as exc:
         warnings.append(f"Could not save the hardware profile to {path}: {_err(exc)}")
     if warnings:

@@ -421,7 +421,11 @@ def generate(
         out = model.generate(input_ids, **kwargs)
     total = time.perf_counter() - start
     new = out.sequences.shape[1] - input_ids.shape[1]
-    kv = cache_bytes(getattr(out, "past_key_values", None))
+    cache = getattr(out, "cache", None) if "cache" in getattr(out, "keys", dict)() else None
+    if cache is None:
+        with quiet():  # the old name still works, with a deprecation line
+            cache = getattr(out, "past_key_values", None)
+    kv = cache_bytes(cache)
     ttft = times[0] if times else total
     return Generation(
         new_tokens=int(new),

@@ -13,11 +13,13 @@ Two stdlib `http.server`s in threads on 127.0.0.1, free ports:
 Files may be *fake-size*: real leading bytes (e.g. a safetensors header) and a declared size; the rest is
 synthesised zeros, so a repo can claim 4 shards of 5 GB. Every body byte is counted per (repo, file).
 
-Faults, per repo or per file: "401", "403", "404", "500" (plain status), "gated401", "gated403",
-"repo404", "revision404", "entry404" (with X-Error-Code), "slow" (sleep `delay` s first), "truncate" (close
-after `keep` body bytes), "bad_length" (Content-Length `extra` bytes more than sent), "header_past_eof"
-(safetensors length prefix claims more than the file), "ignore_range" (200 + the whole body), "drop" (close
-without answering).
+Faults, per repo or per file: "401", "403", "404", "500", "503" (plain status), "gated401", "gated403",
+"repo404", "revision404", "entry404" (with X-Error-Code), "429" (with `Retry-After: retry_after`), "garbage"
+(200 with a cut JSON body), "slow" (sleep `delay` s first), "truncate" (close after `keep` body bytes), "reset"
+(RST after `keep` body bytes), "stall" (stop `delay` s after `keep` body bytes), "bad_length" (Content-Length
+`extra` bytes more than sent), "header_past_eof" (safetensors length prefix claims more than the file),
+"ignore_range" (200 + the whole body), "drop" (close without answering). `method="GET"` limits a fault to one
+HTTP method (a HEAD that passes, then a GET that fails).
 
 The `hub_server` fixture (or `yield from running_hub(monkeypatch)` in a fixture of your own) starts a
 server, points HF_ENDPOINT (and huggingface_hub's import-time constants: ENDPOINT, the resolve URL template,
@@ -204,6 +206,8 @@ class Fault:
     keep: int = 16
     extra: int = 1000
     times: int | None = None  # apply this many times, then stop (None: always)
+    method: str | None = None  # apply only to this HTTP method ("GET", "HEAD"); None: every method
+    retry_after: str | None = "3600"  # the Retry-After header of a "429"
 
 
 @dataclass
@@ -369,6 +373,8 @@ class _Handler(BaseHTTPRequestHandler):
             fault = repo.faults.get(scope)
             if fault is None:
                 continue
+            if fault.method is not None and fault.method != self.method:
+                continue
             if fault.times is not None:
                 if fault.times <= 0:
                     continue
@@ -389,6 +395,13 @@ class _Handler(BaseHTTPRequestHandler):
             if kind in status_faults:
                 status, code, message = status_faults[kind]
                 self._error(status, code, message, {"X-Repo-Commit": repo.sha} if code == "EntryNotFound" else None)
+                raise _Done
+            if kind == "429":  # rate limited: huggingface_hub's downloads sleep Retry-After seconds, then retry
+                extra = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
+                self._error(429, None, "You have been rate-limited; you can retry this action later.", extra)
+                raise _Done
+            if kind == "garbage":  # 200 with a body that is not what the API promises
+                self._send(200, {"Content-Type": "application/json"}, b'{"id": [1, 2, {"siblings": "nope"')
                 raise _Done
             if kind == "slow":
                 self.hub._stopping.wait(fault.delay)
@@ -594,11 +607,19 @@ class _Handler(BaseHTTPRequestHandler):
         key = (repo.repo_id, f.name)
         sent = 0
         pos = start
+        cut = fault.keep if fault and fault.kind in ("reset", "stall") else None
         while sent < send_upto:
+            if cut is not None and sent >= cut:
+                self.wfile.flush()
+                if fault.kind == "reset":  # RST instead of FIN: the client reads ECONNRESET mid-body
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    raise _Abort
+                self.hub._stopping.wait(fault.delay)  # "stall": the body stops for `delay` s, then goes on
+                cut = None
             if sent >= MAX_BODY:
                 self.hub.violations.append(f"{f.name}: body cut at {MAX_BODY} bytes (range {rng!r})")
                 raise _Abort
-            n = min(CHUNK, send_upto - sent)
+            n = min(CHUNK, send_upto - sent, (cut - sent) if cut is not None else CHUNK)
             chunk = f.read(pos, pos + n)
             if fault and fault.kind == "header_past_eof" and pos < 8:
                 claimed = struct.pack("<Q", size + 4096)

@@ -1,7 +1,8 @@
 """An exact ModelSpec from a `config.json`: the model is built on the meta device and counted.
 
 Building with accelerate's `init_empty_weights` and transformers' `AutoModelForCausalLM.from_config`
-allocates nothing, counts the LM head, and (after `tie_weights()`) counts tied embeddings once.
+inside `torch.device("meta")` (so that tensors an `__init__` makes with `torch.empty`/`torch.ones` before
+registering them are not allocated either: a config claiming 100,000 experts costs nothing) allocates nothing, counts the LM head, and (after `tie_weights()`) counts tied embeddings once.
 Which layers bitsandbytes would quantize is decided by transformers' own rules
 (`get_keys_to_not_convert`, exact `nn.Linear`/`Conv1D` types), and which layers keep a sliding
 window of KV cache by its own `get_layer_types_and_kwargs`, so the spec matches what the
@@ -26,28 +27,90 @@ _TOP_K_KEYS = ("num_experts_per_tok", "num_experts_per_token", "moe_topk", "top_
 _CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx")
 
 
+# A config.json is a few kB (a few hundred kB with a tokenizer's id2label); anything past this is not one.
+MAX_CONFIG_BYTES = 64 * 1024 * 1024
+# Past these a config describes no real model, and building it on the meta device would take minutes
+# (a few ms per layer): refuse before building. The largest open models have under 200 layers, 512 experts.
+MAX_LAYERS = 1024
+MAX_EXPERTS = 1 << 16
+_LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers")
+
+
+def decode_json(raw: bytes | str) -> Any:
+    """`json.loads`, with every way a hostile file can break it as a ValueError whose message is one short line:
+    invalid JSON or UTF-8 (a leading BOM is allowed), nesting past the recursion limit, an integer past
+    Python's digit limit."""
+    try:
+        text = raw.decode("utf-8-sig") if isinstance(raw, (bytes, bytearray)) else raw.removeprefix("\ufeff")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not UTF-8 text (byte {exc.start:,} is {raw[exc.start:exc.start + 1]!r})") from None
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deeply to be a model file") from None
+    except ValueError as exc:  # JSONDecodeError, or "Exceeds the limit (4300 digits) for integer string conversion"
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(reason.split("; use sys.set_int_max_str_digits")[0][:160]) from None
+
+
+def read_json_file(path: Path, *, limit: int = MAX_CONFIG_BYTES) -> Any:
+    """A JSON file's value; OSError when it cannot be read, ValueError (one line) when it is not sane JSON."""
+    with open(path, "rb") as fh:
+        raw = fh.read(limit + 1)
+    if len(raw) > limit:
+        raise ValueError(f"it is over {limit // 2**20} MiB, far more than any config")
+    return decode_json(raw)
+
+
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read a config.json; ConfigError with the path if it is not a JSON object."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = read_json_file(path)
     except OSError as exc:
         raise ConfigError(f"Cannot read config '{path}': {exc.strerror or exc}.") from None
-    try:
-        data = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except ValueError as exc:
         raise ConfigError(f"Config '{path}' is not valid JSON ({exc}): re-download it or fix the file.") from None
     if not isinstance(data, dict):
         raise ConfigError(f"Config '{path}' is not a JSON object: expected a Hugging Face config.json.")
     return data
 
 
+def check_sizes(config: dict[str, Any], model_id: str) -> None:
+    """Refuse layer and expert counts no real model has, before anything is built from them."""
+    parts = [config] + [v for k, v in config.items() if k.endswith("_config") and isinstance(v, dict)]
+    for part in parts:
+        for keys, limit, what in ((_LAYER_KEYS, MAX_LAYERS, "layers"), (_EXPERT_COUNT_KEYS, MAX_EXPERTS, "experts")):
+            for key in keys:
+                value = part.get(key)
+                if isinstance(value, (int, float)) and not isinstance(value, bool) and value > limit:
+                    raise ConfigError(
+                        f"Config of '{model_id}' claims {key} = {value:,}: more {what} than any real model "
+                        f"(at most {limit:,}); fix or re-download config.json."
+                    )
+
+
 def _first(obj: Any, keys: tuple[str, ...]) -> Any:
+    """The first of `keys` that holds a whole positive count (config fields the build may never have used can
+    hold anything: a string, a list, 1e308)."""
     for key in keys:
-        value = getattr(obj, key, None)
+        value = _count(getattr(obj, key, None))
         if value is not None:
             return value
     return None
+
+
+def _count(value: Any) -> int | None:
+    """A whole positive number as an int, else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float) and value.is_integer() and 0 < value < 2**63:
+        return int(value)
+    return value if isinstance(value, int) and value > 0 else None
+
+
+def _attr(obj: Any, key: str) -> int | None:
+    return _count(getattr(obj, key, None))
 
 
 @contextlib.contextmanager
@@ -96,7 +159,7 @@ def build_config(
         with _quiet():
             return AutoConfig.for_model(model_type, **rest)
     except Exception as exc:  # transformers raises ValueError, TypeError, KeyError... on bad fields
-        raise ConfigError(f"Config of '{model_id}' is malformed for '{model_type}': {exc}".splitlines()[0]) from None
+        raise ConfigError(f"Config of '{model_id}' is malformed for '{model_type}': {_first_line(exc)}") from None
 
 
 def spec_from_config(
@@ -110,22 +173,38 @@ def spec_from_config(
     """Build the model on the meta device and count it: the exact ModelSpec for this config."""
     if not isinstance(config, dict):
         raise ConfigError(f"Config of '{model_id}' is not a JSON object.")
+    check_sizes(config, model_id)
     hf_config = build_config(config, model_id=model_id, trust_remote_code=trust_remote_code, code_dir=code_dir)
 
+    import torch
     from accelerate import init_empty_weights
     from transformers import AutoModelForCausalLM
 
     try:
-        with _quiet(), init_empty_weights():
+        with _quiet(), init_empty_weights(), torch.device("meta"):
             model = AutoModelForCausalLM.from_config(hf_config, trust_remote_code=trust_remote_code)
         model.tie_weights()
     except ValueError as exc:
         raise UnsupportedArchitectureError(
-            f"transformers cannot build '{model_id}' as a causal LM ({str(exc).splitlines()[0]})."
+            f"transformers cannot build '{model_id}' as a causal LM ({_first_line(exc)})."
         ) from None
     except Exception as exc:
-        raise ConfigError(f"Config of '{model_id}' does not build a model: {str(exc).splitlines()[0]}") from None
-    return _spec_from_model(model, hf_config, model_id=model_id, source=source)
+        raise ConfigError(f"Config of '{model_id}' does not build a model: {_first_line(exc)}") from None
+    try:
+        return _spec_from_model(model, hf_config, model_id=model_id, source=source)
+    except (TypeError, ValueError, ArithmeticError, AttributeError) as exc:  # a field the build never used
+        raise ConfigError(
+            f"Config of '{model_id}' has a field of the wrong kind ({_first_line(exc)}): fix or re-download config.json."
+        ) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    """An exception's message on one line (transformers' validation errors name the field on line 1, the
+    problem on line 2), at most 200 characters."""
+    text = " ".join(str(exc).split())
+    if not text:
+        return type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def _spec_from_model(model, hf_config, *, model_id: str, source: str) -> ModelSpec:
@@ -139,10 +218,10 @@ def _spec_from_model(model, hf_config, *, model_id: str, source: str) -> ModelSp
         # Unselected experts are never read: active = total - routed * (1 - k / E).
         active = total - params.routed_experts * (num_experts - top_k) // num_experts
 
-    heads = getattr(text, "num_attention_heads", None)
-    hidden = getattr(text, "hidden_size", None)
-    kv_heads = getattr(text, "num_key_value_heads", None) or heads
-    head_dim = getattr(text, "head_dim", None) or (hidden // heads if hidden and heads else None)
+    heads = _attr(text, "num_attention_heads")
+    hidden = _attr(text, "hidden_size")
+    kv_heads = _attr(text, "num_key_value_heads") or heads
+    head_dim = _attr(text, "head_dim") or (hidden // heads if hidden and heads else None)
     kv = _kv_layout(text, kv_heads, head_dim)
     dtype = getattr(hf_config, "dtype", None)
     dtype_name = str(dtype).replace("torch.", "") if dtype is not None else None
@@ -156,18 +235,18 @@ def _spec_from_model(model, hf_config, *, model_id: str, source: str) -> ModelSp
         active_params=active,
         architecture=type(model).__name__,
         model_type=hf_config.model_type,
-        num_layers=getattr(text, "num_hidden_layers", None),
+        num_layers=_attr(text, "num_hidden_layers"),
         hidden_size=hidden,
-        intermediate_size=getattr(text, "intermediate_size", None),
+        intermediate_size=_attr(text, "intermediate_size"),
         num_attention_heads=heads,
         num_kv_heads=kv_heads,
         head_dim=head_dim,
-        vocab_size=getattr(text, "vocab_size", None),
+        vocab_size=_attr(text, "vocab_size"),
         max_context=_first(text, _CONTEXT_KEYS),
         sliding_window=window,
         sliding_window_layers=kv.sliding_layers,
-        kv_lora_rank=getattr(text, "kv_lora_rank", None),
-        qk_rope_head_dim=getattr(text, "qk_rope_head_dim", None),
+        kv_lora_rank=_attr(text, "kv_lora_rank"),
+        qk_rope_head_dim=_attr(text, "qk_rope_head_dim"),
         num_experts=num_experts,
         experts_per_token=top_k,
         native_dtype=dtype_name,
@@ -236,20 +315,20 @@ def _kv_layout(text, kv_heads: int | None, head_dim: int | None) -> KVLayout:
     """Per-token KV elements as transformers' DynamicCache stores them, layer by layer."""
     from transformers.cache_utils import get_layer_types_and_kwargs
 
-    layers = getattr(text, "num_hidden_layers", None) or 0
+    layers = _attr(text, "num_hidden_layers") or 0
     try:
         layer_types, layer_kwargs = get_layer_types_and_kwargs(text)
     except Exception:  # older or unusual configs: treat every layer as full attention
         layer_types, layer_kwargs = ["full_attention"] * layers, [{}] * layers
 
-    kv_lora = getattr(text, "kv_lora_rank", None)
+    kv_lora = _attr(text, "kv_lora_rank")
     note = None
     latent = None
     if kv_lora:
-        heads = text.num_attention_heads
-        nope = getattr(text, "qk_nope_head_dim", 0) or 0
-        rope = getattr(text, "qk_rope_head_dim", 0) or 0
-        v_dim = getattr(text, "v_head_dim", None) or nope
+        heads = _attr(text, "num_attention_heads") or 0
+        nope = _attr(text, "qk_nope_head_dim") or 0
+        rope = _attr(text, "qk_rope_head_dim") or 0
+        v_dim = _attr(text, "v_head_dim") or nope
         per_layer = heads * (nope + rope) + heads * v_dim
         latent = (kv_lora + rope) * len(layer_types)
         note = (

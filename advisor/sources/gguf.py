@@ -15,7 +15,9 @@ from __future__ import annotations
 import math
 import re
 import struct
+import sys
 import tempfile
+import warnings as _warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -34,6 +36,8 @@ MAX_KV = 1 << 16  # real models have a few dozen
 MAX_HEADER_BYTES = 1 << 30  # real headers (tokenizer included) are a few MB
 MAX_ARRAY_LEN = 1 << 24  # real arrays (vocabularies, merges) hold well under a million items
 MAX_LAYERS = 1 << 16
+_MAX_NESTING = 8  # arrays of arrays: llama.cpp writes none; 8 levels is generous
+_MAX_WALKED = 1 << 25  # strings and nested arrays walked per header (real tokenizers: a few hundred thousand)
 _MAX_DIMS = 4  # GGML_MAX_DIMS
 _MIB = 1 << 20
 
@@ -289,21 +293,29 @@ def _header_too_big(name: str, end: int) -> HeaderError:
 
 @lru_cache(maxsize=1)
 def _reader_class() -> type:
-    """GGUFReader with every read held inside the header limit (raises _PastLimit) or the file."""
+    """GGUFReader with every read held inside the header limit (raises _PastLimit) or the file.
+
+    Arrays are read without GGUFReader's per-item parsing, which builds two numpy views and a few list entries
+    per item (a 1 MB file holding one array of a million bytes took 11 s and 700 MB): an array of numbers is one
+    view; an array of strings (a tokenizer) is walked with `struct`, keeping only its length; nested arrays are
+    walked the same way, at most `_MAX_NESTING` deep.
+    """
     import numpy as np
     from gguf import GGUFReader
     from gguf.constants import GGUFValueType
 
     itemsizes: dict[Any, int] = {}
-    min_sizes = {int(t): int(np.dtype(d).itemsize) for t, d in GGUFReader.gguf_scalar_to_np.items()}
-    min_sizes[int(GGUFValueType.STRING)] = 8
-    min_sizes[int(GGUFValueType.ARRAY)] = 12
+    scalar_types = {int(t): d for t, d in GGUFReader.gguf_scalar_to_np.items()}
+    scalar_sizes = {t: int(np.dtype(d).itemsize) for t, d in scalar_types.items()}
+    string_type, array_type = int(GGUFValueType.STRING), int(GGUFValueType.ARRAY)
+    min_sizes = {**scalar_sizes, string_type: 8, array_type: 12}
 
     class BoundedReader(GGUFReader):
         def __init__(self, path: Path, header_limit: int, file_size: int) -> None:
             self._header_limit = header_limit
             self._file_size = file_size
             self._in_data = False
+            self._walked = 0
             super().__init__(path, "r")
 
         def _get(self, offset, dtype, count=1, override_order=None):  # type: ignore[override]
@@ -319,15 +331,55 @@ def _reader_class() -> type:
             return super()._get(offset, dtype, count, override_order)
 
         def _get_field_parts(self, orig_offs, raw_type):  # type: ignore[override]
-            if int(raw_type) == int(GGUFValueType.ARRAY):
-                item_type = int(self._get(orig_offs, np.uint32)[0])
-                length = int(self._get(orig_offs + 4, np.uint64)[0])
-                if length > MAX_ARRAY_LEN:
-                    raise _Absurd(f"a metadata array claims {length:,} items")
-                end = orig_offs + 12 + length * min_sizes.get(item_type, 1)  # at least this far
-                if end > self._header_limit:
-                    raise _PastLimit(end)
-            return super()._get_field_parts(orig_offs, raw_type)
+            if int(raw_type) != array_type:
+                return super()._get_field_parts(orig_offs, raw_type)
+            raw_itype = self._get(orig_offs, np.uint32)
+            alen = self._get(orig_offs + 4, np.uint64)
+            item_type, length = int(raw_itype[0]), int(alen[0])
+            end = self._skip_items(orig_offs + 12, item_type, length, depth=1)
+            parts: list[Any] = [raw_itype, alen]
+            types = [GGUFValueType.ARRAY]
+            if length:
+                types.append(GGUFValueType(item_type))
+                if item_type in scalar_types and length <= MAX_LAYERS:  # values kept only for per-layer lists
+                    parts.append(self._get(orig_offs + 12, scalar_types[item_type], length))
+            return end - orig_offs, parts, [], types
+
+        def _skip_items(self, offs: int, item_type: int, length: int, depth: int) -> int:
+            """The offset just past `length` items of `item_type` starting at `offs`, every read bounded."""
+            if length > MAX_ARRAY_LEN:
+                raise _Absurd(f"a metadata array claims {length:,} items")
+            if length and item_type not in min_sizes:
+                raise _Absurd(f"a metadata array holds items of unknown type {item_type}")
+            end = offs + length * min_sizes.get(item_type, 1)  # at least this far
+            if end > self._header_limit:
+                raise _PastLimit(end)
+            if item_type in scalar_sizes or not length:
+                return end
+            self._walked += length
+            if self._walked > _MAX_WALKED:
+                raise _Absurd(f"the metadata holds over {_MAX_WALKED:,} strings or nested arrays")
+            order = "<" if (self.byte_order == "I") == (sys.byteorder == "little") else ">"
+            limit = self._header_limit
+            view = memoryview(self.data)
+            if item_type == string_type:
+                u64 = struct.Struct(order + "Q").unpack_from
+                for _ in range(length):
+                    if offs + 8 > limit:
+                        raise _PastLimit(offs + 8)
+                    offs += 8 + u64(view, offs)[0]
+                if offs > limit:
+                    raise _PastLimit(offs)
+                return offs
+            if depth >= _MAX_NESTING:
+                raise _Absurd(f"metadata arrays nested more than {_MAX_NESTING} deep")
+            head = struct.Struct(order + "IQ").unpack_from
+            for _ in range(length):
+                if offs + 12 > limit:
+                    raise _PastLimit(offs + 12)
+                sub_type, sub_length = head(view, offs)
+                offs = self._skip_items(offs + 12, sub_type, sub_length, depth + 1)
+            return offs
 
         def _build_tensors(self, start_offs, fields):  # type: ignore[override]
             self._in_data = True  # tensor views span the data region: check them against the file
@@ -337,9 +389,18 @@ def _reader_class() -> type:
 
 
 def _read_header(path: Path, name: str, *, header_limit: int, file_size: int) -> _Header:
-    from gguf.constants import GGML_QUANT_SIZES
+    import numpy as np
 
     reader_cls = _reader_class()
+    # numpy warns (to stderr) on the uint64 overflow a forged tensor offset causes; the checks below catch it.
+    with np.errstate(all="ignore"), _warnings.catch_warnings():
+        _warnings.simplefilter("ignore")
+        return _read_header_quietly(reader_cls, path, name, header_limit=header_limit, file_size=file_size)
+
+
+def _read_header_quietly(reader_cls: type, path: Path, name: str, *, header_limit: int, file_size: int) -> _Header:
+    from gguf.constants import GGML_QUANT_SIZES
+
     try:
         reader = reader_cls(path, header_limit, file_size)
         fields = {
@@ -384,11 +445,12 @@ def _field_value(field: Any, *, keep_arrays: bool) -> Any:
     if main == GGUFValueType.STRING:
         return bytes(field.parts[-1]).decode("utf-8", "replace")
     if main == GGUFValueType.ARRAY:
-        length = len(field.data)
+        # parts: key length, key, value type, item type, item count, then (numbers only) the values as one array
+        length = int(field.parts[4][0])
         sub = field.types[1] if len(field.types) > 1 else None
         if not keep_arrays or sub is None or sub in (GGUFValueType.STRING, GGUFValueType.ARRAY) or length > MAX_LAYERS:
             return _Array(length)
-        return tuple(field.parts[i].tolist()[0] for i in field.data)
+        return tuple(field.parts[5].tolist())
     return field.parts[-1].tolist()[0]
 
 
@@ -536,7 +598,8 @@ def _build_spec(
         else:
             for t in fused_expert_tensors:
                 e = t.shape[-1] if len(t.shape) >= 2 else (n_experts or 1)
-                inactive += (t.n_elements // e) * max(e - used, 0)
+                if e > 0:  # a forged zero dimension holds no elements
+                    inactive += (t.n_elements // e) * max(e - used, 0)
             if per_expert_elements and n_experts:
                 inactive += per_expert_elements * max(n_experts - used, 0) // n_experts
     active = total - inactive

@@ -38,6 +38,7 @@ from advisor.errors import (
     RevisionNotFoundError,
 )
 from advisor.paths import cache_dir
+from advisor.sources.config import MAX_CONFIG_BYTES, decode_json, read_json_file
 from advisor.sources.local import (
     PICKLE_SUFFIXES,
     SAFETENSORS_INDEX,
@@ -63,7 +64,11 @@ _DTYPE_BYTES = {
 
 
 class _Unreachable(Exception):
-    """The Hub could not answer (connection, timeout, offline, 5xx): fall back to caches."""
+    """The Hub could not answer (connection, timeout, offline, 5xx, 429): fall back to caches."""
+
+    def __init__(self, reason: str, hint: str = "check the connection or HF_ENDPOINT, or use a catalog model") -> None:
+        super().__init__(reason)
+        self.hint = hint
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -181,8 +186,13 @@ def _translate(exc: BaseException, repo_id: str, revision: str | None, token: st
             f"No model '{repo_id}' on the Hub (404): check the id (namespace/name), or give a local folder or a "
             "catalog name."
         )
-    if isinstance(exc, HfHubHTTPError) and status is not None and (status >= 500 or status in (408, 429)):
-        return _Unreachable(f"the Hub answered {status}")
+    if isinstance(exc, HfHubHTTPError) and status == 429:
+        return _Unreachable(
+            f"the Hub is rate-limiting requests (429{_retry_after(exc)})",
+            "wait and try again; requests with HF_TOKEN set get a higher limit",
+        )
+    if isinstance(exc, HfHubHTTPError) and status is not None and (status >= 500 or status == 408):
+        return _Unreachable(f"the Hub answered {status}", "try again later, or use a catalog model")
     if isinstance(exc, SafetensorsParsingError):
         return HeaderError(f"{_clean(exc, token, 300)} Re-upload or re-download the file, or use a catalog name.")
     if isinstance(exc, HFValidationError):
@@ -203,7 +213,36 @@ def _translate(exc: BaseException, repo_id: str, revision: str | None, token: st
         )
     if isinstance(exc, OSError) and "Consistency check failed" in str(exc):
         return _Unreachable("a download was cut short")
+    if isinstance(exc, Exception) and _raised_by_hub_client(exc):  # an answer huggingface_hub could not parse
+        return _Unreachable(
+            f"its answer could not be read: {_clean(f'{type(exc).__name__}: {exc}', token, 100)}",
+            "try again later, or give a local folder or a catalog name",
+        )
     return exc if isinstance(exc, Exception) else RuntimeError(str(exc))
+
+
+def _raised_by_hub_client(exc: BaseException) -> bool:
+    """Whether `exc` was raised inside a call into huggingface_hub or httpx (parsing the Hub's answer), as opposed
+    to in advisor's own code: some frame of its traceback lies in those packages."""
+    tb = exc.__traceback__
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename.replace("\\", "/")
+        if "/huggingface_hub/" in filename or "/httpx" in filename:
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def _retry_after(exc: BaseException) -> str:
+    """', retry after 30 s' from a 429's Retry-After header (seconds, or an HTTP date), else ''."""
+    headers = getattr(getattr(exc, "response", None), "headers", None) or {}
+    try:
+        value = str(headers.get("retry-after") or "").strip()
+    except Exception:
+        return ""
+    if value.isdigit() and len(value) < 10:
+        return f", retry after {int(value):,} s"
+    return f", retry after {_clean(value, None, 40)}" if value else ""
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -218,10 +257,14 @@ def _cache_path(repo_id: str, revision: str) -> Path:
 def _read_cache(repo_id: str, revision: str) -> dict[str, Any] | None:
     path = _cache_path(repo_id, revision)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = read_json_file(path)
+    except (OSError, ValueError):  # unreadable or not JSON: as if absent (the next fetch rewrites it)
         return None
     if not isinstance(data, dict) or data.get("format") != CACHE_FORMAT or data.get("repo_id") != repo_id:
+        return None
+    try:
+        _build(data, False, [], check_only=True)
+    except Exception:  # a hand-edited or half-written cache entry
         return None
     return data
 
@@ -263,23 +306,45 @@ def _siblings(info: Any) -> dict[str, int]:
     return out
 
 
-def _download_json(repo_id: str, filename: str, sha: str, token: str | None) -> dict[str, Any]:
-    from huggingface_hub import hf_hub_download
+def _get_bounded(url: str, token: str | None, *, limit: int, range_end: int | None = None) -> bytes:
+    """GET `url` (at most `limit` bytes, or the first `range_end` bytes by range request) with ADVISOR_HUB_TIMEOUT
+    for every step and 4x it for the whole transfer. No retries: huggingface_hub's downloads retry a 429 after
+    sleeping its Retry-After (an hour, if the server says so); advisor falls back to its caches instead."""
+    from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
 
-    path = hf_hub_download(
-        repo_id,
-        filename,
-        revision=sha,
-        cache_dir=hf_cache_dir(),
-        endpoint=_endpoint(),
-        token=token,
-        etag_timeout=_timeout(),
-        library_name="advisor",
-    )
+    timeout = _timeout()
+    deadline = time.monotonic() + 4 * timeout
+    headers = build_hf_headers(token=token, library_name="advisor")
+    headers["Accept-Encoding"] = "identity"
+    if range_end is not None:
+        headers["Range"] = f"bytes=0-{max(range_end, 1) - 1}"
+        limit = range_end
+    chunks: list[bytes] = []
+    got = 0
+    with get_session().stream("GET", url, headers=headers, timeout=timeout, follow_redirects=True) as response:
+        if response.status_code >= 400:
+            response.read()
+        hf_raise_for_status(response)
+        for chunk in response.iter_bytes():
+            chunks.append(chunk)
+            got += len(chunk)
+            if got >= limit:
+                if range_end is None and got > limit:
+                    raise ConfigError(f"'{url.rsplit('/', 1)[-1]}' is over {limit // 2**20} MiB: not a config file.")
+                break  # a server that ignores Range would otherwise send the whole file
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the transfer took over {4 * timeout:g}s")
+    return b"".join(chunks)[:limit]
+
+
+def _download_json(repo_id: str, filename: str, sha: str, token: str | None) -> dict[str, Any]:
+    from huggingface_hub import hf_hub_url
+
+    url = hf_hub_url(repo_id, filename, revision=sha, endpoint=_endpoint())
+    raw = _get_bounded(url, token, limit=MAX_CONFIG_BYTES)
     try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except (ValueError, UnicodeDecodeError) as exc:
+        data = decode_json(raw)
+    except ValueError as exc:
         raise ConfigError(
             f"'{filename}' of '{repo_id}' on the Hub is not valid JSON ({_clean(exc, token, 80)}): "
             "report it to the repo, or give a local folder with a fixed copy."
@@ -341,26 +406,11 @@ def _hub_summary_header(info: Any, sizes: dict[str, int]) -> HeaderSummary | Non
 def _range_reader(repo_id: str, filename: str, sha: str, token: str | None):
     """read(n) -> the first n bytes of a Hub file, by range request, never more than n bytes."""
     from huggingface_hub import hf_hub_url
-    from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
 
     url = hf_hub_url(repo_id, filename, revision=sha, endpoint=_endpoint())
 
     def read(n: int) -> bytes:
-        headers = build_hf_headers(token=token, library_name="advisor")
-        headers["Range"] = f"bytes=0-{max(n, 1) - 1}"
-        headers["Accept-Encoding"] = "identity"
-        chunks: list[bytes] = []
-        got = 0
-        with get_session().stream("GET", url, headers=headers, timeout=_timeout()) as response:
-            if response.status_code >= 400:
-                response.read()
-            hf_raise_for_status(response)
-            for chunk in response.iter_bytes():
-                chunks.append(chunk)
-                got += len(chunk)
-                if got >= n:
-                    break  # a server that ignores Range would otherwise send the whole file
-        return b"".join(chunks)[:n]
+        return _get_bounded(url, token, limit=n, range_end=n)
 
     return read
 
@@ -426,11 +476,23 @@ def _fetch(repo_id: str, revision: str | None, token: str | None) -> dict[str, A
 # Building the spec
 
 
-def _build(meta: dict[str, Any], trust_remote_code: bool, extra: list[str]) -> ModelSpec:
+def _build(meta: dict[str, Any], trust_remote_code: bool, extra: list[str], *, check_only: bool = False) -> ModelSpec:
+    """The spec from fetched (or cached) metadata. `check_only`: check the shapes of a cache entry, build nothing."""
     from advisor.sources.crosscheck import cross_check
 
     sha = meta.get("sha") or "main"
     warnings = [*meta.get("warnings", []), *extra]
+    if check_only:
+        if not isinstance(sha, str) or not all(isinstance(w, str) for w in warnings):
+            raise ValueError("bad sha or warnings")
+        if not isinstance(meta.get("files") or {}, dict) or not isinstance(meta.get("config"), (dict, type(None))):
+            raise ValueError("bad files or config")
+        float(meta.get("fetched_at", 0))
+        if meta.get("gguf_spec"):
+            model_spec_from_json(meta["gguf_spec"])
+        if meta.get("header"):
+            HeaderSummary.from_json(meta["header"])
+        return None  # type: ignore[return-value]
     if meta.get("gguf_spec"):
         spec = model_spec_from_json(meta["gguf_spec"])
         spec = dataclasses.replace(
@@ -492,8 +554,10 @@ def spec_from_hub(
     if cached is not None and not refresh and _fresh(cached, key):
         return _build(cached, trust_remote_code, [])
 
+    hint = "check the connection or HF_ENDPOINT, or use a catalog model"
     if _offline():
         reason = "HF_HUB_OFFLINE is set"
+        hint = "unset HF_HUB_OFFLINE to go online, or use a catalog model"
     else:
         try:
             meta = _fetch(repo_id, revision, token)
@@ -503,7 +567,7 @@ def spec_from_hub(
                 if mapped is exc:
                     raise
                 raise mapped from None
-            reason = str(mapped)
+            reason, hint = str(mapped), mapped.hint
         else:
             _write_cache(meta, key, meta.get("sha"))
             return _build(meta, trust_remote_code, [])
@@ -515,8 +579,7 @@ def spec_from_hub(
     if local is not None:
         return local
     raise NetworkError(
-        f"Cannot reach the Hugging Face Hub for '{repo_id}' ({reason}) and nothing about it is cached: check the "
-        "connection or HF_ENDPOINT, or use a catalog model."
+        f"Cannot reach the Hugging Face Hub for '{repo_id}' ({reason}) and nothing about it is cached: {hint}."
     )
 
 
@@ -550,8 +613,7 @@ def gguf_specs_from_hub(repo_id: str, *, revision: str | None = None, token: str
         mapped = _translate(exc, repo_id, revision, token)
         if isinstance(mapped, _Unreachable):
             raise NetworkError(
-                f"Cannot reach the Hugging Face Hub for the GGUF files of '{repo_id}' ({mapped}): check the "
-                "connection or HF_ENDPOINT."
+                f"Cannot reach the Hugging Face Hub for the GGUF files of '{repo_id}' ({mapped}): {mapped.hint}."
             ) from None
         if mapped is exc:
             raise

@@ -10,7 +10,6 @@ Also home to the pieces `advisor.sources.hub` shares: header summaries and the s
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
 import struct
@@ -25,6 +24,7 @@ from advisor.errors import (
     ModelNotFoundError,
     UnsupportedArchitectureError,
 )
+from advisor.sources.config import MAX_CONFIG_BYTES, decode_json, read_json_file
 from advisor.spec import KVLayout, ModelSpec
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
@@ -93,9 +93,10 @@ def add_header(
                 if int(dim) < 0:
                     raise ValueError("negative dimension")
                 numel *= int(dim)
-        except (TypeError, ValueError, IndexError) as exc:
+        except (TypeError, ValueError, IndexError, KeyError, OverflowError) as exc:
+            reason = " ".join(str(exc).split())[:120] or type(exc).__name__
             raise HeaderError(
-                f"The safetensors header of '{filename}' ({where}) is corrupt at tensor '{name}': {exc}. "
+                f"The safetensors header of '{filename}' ({where}) is corrupt at tensor '{name}': {reason}. "
                 "Re-download the file."
             ) from None
         if begin < 0 or end < begin:
@@ -125,8 +126,8 @@ def add_header(
 
 def parse_header_json(raw: bytes, filename: str, where: str) -> dict[str, Any]:
     try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        header = decode_json(bytes(raw))
+    except ValueError as exc:
         raise HeaderError(
             f"The safetensors header of '{filename}' ({where}) is not valid JSON ({exc}): the file is truncated "
             "or corrupt. Re-download it."
@@ -170,7 +171,9 @@ def read_local_safetensors_header(path: Path) -> tuple[dict[str, Any], int]:
     try:
         with safe_open(str(path), framework="np") as handle:
             keys = set(handle.keys())
-    except Exception as exc:  # SafetensorError, or an OSError from the mapping
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # SafetensorError, an OSError from the mapping, or a Rust panic (BaseException)
         raise HeaderError(
             f"safetensors rejects '{path.name}' ({where}): {' '.join(str(exc).split())[:200]}. Re-download it."
         ) from None
@@ -200,6 +203,26 @@ def _first(cfg: dict[str, Any], *keys: str) -> Any:
     return None
 
 
+def _count(cfg: dict[str, Any], *keys: str) -> int | None:
+    """The first of `keys` holding a whole positive number (as an int); fields of another kind are skipped."""
+    for key in keys:
+        value = cfg.get(key)
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, float) and value.is_integer() and 0 < value < 2**63:
+            return int(value)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def _name(value: Any) -> str | None:
+    """A string field, or the first string of a list field (architectures)."""
+    if isinstance(value, list):
+        value = value[0] if value else None
+    return value if isinstance(value, str) and value else None
+
+
 def spec_from_counts(
     config: dict[str, Any] | None,
     header: HeaderSummary,
@@ -209,54 +232,60 @@ def spec_from_counts(
     reason: str,
 ) -> ModelSpec:
     """A spec from header totals when no model can be built: exact total, no layer breakdown."""
-    cfg = _text_config(config or {})
+    config = config if isinstance(config, dict) else {}
+    cfg = _text_config(config)
     total = header.total_params
-    layers = _first(cfg, "num_hidden_layers", "n_layer", "num_layers", "n_layers")
-    hidden = _first(cfg, "hidden_size", "n_embd", "d_model", "dim")
-    heads = _first(cfg, "num_attention_heads", "n_head", "num_heads", "n_heads")
-    kv_heads = _first(cfg, "num_key_value_heads", "num_kv_heads", "n_kv_heads")
-    if kv_heads is None and cfg.get("multi_query"):
+    layers = _count(cfg, "num_hidden_layers", "n_layer", "num_layers", "n_layers")
+    hidden = _count(cfg, "hidden_size", "n_embd", "d_model", "dim")
+    heads = _count(cfg, "num_attention_heads", "n_head", "num_heads", "n_heads")
+    kv_heads = _count(cfg, "num_key_value_heads", "num_kv_heads", "n_kv_heads")
+    if kv_heads is None and cfg.get("multi_query") is True:
         kv_heads = 1
     if kv_heads is None:
         kv_heads = heads
-    head_dim = _first(cfg, "head_dim")
+    head_dim = _count(cfg, "head_dim")
     if head_dim is None and hidden and heads:
-        head_dim = int(hidden) // int(heads)
-    experts = _first(cfg, "num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts")
-    per_token = _first(cfg, "num_experts_per_tok", "num_experts_per_token", "moe_top_k", "top_k")
+        head_dim = hidden // heads or None
+    experts = _count(cfg, "num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts")
+    per_token = _count(cfg, "num_experts_per_tok", "num_experts_per_token", "moe_top_k", "top_k")
+    if experts and per_token and per_token > experts:
+        per_token = None
     warnings = [reason + " Parameter totals come from the safetensors headers; the per-layer breakdown is missing."]
     active = total
     if experts and per_token and header.routed_expert_params:
-        active = total - int(header.routed_expert_params * (1 - int(per_token) / int(experts)))
+        active = total - int(header.routed_expert_params * (1 - per_token / experts))
     elif experts and per_token:
         warnings.append("Active parameters per token are unknown: the model is priced as dense (slower).")
     kv = None
     if layers and kv_heads and head_dim:
-        kv = KVLayout(full_elements=2 * int(layers) * int(kv_heads) * int(head_dim), full_layers=int(layers))
+        kv = KVLayout(full_elements=2 * layers * kv_heads * head_dim, full_layers=layers)
+    quantized = bool(config.get("quantization_config"))
     packed = any(d in ("I32", "U8", "I8") for d in header.params_by_dtype)
-    if packed and config and config.get("quantization_config"):
+    if packed and quantized:
         warnings.append("Packed quantized tensors: the header total counts storage elements, not parameters.")
+    window = _count(cfg, "sliding_window")
+    dtype = _first(cfg, "torch_dtype", "dtype") or _first(config, "torch_dtype", "dtype")
     return ModelSpec(
         id=model_id,
         source=source,
-        exact=not (packed and bool(config and config.get("quantization_config"))),
+        exact=not (packed and quantized),
         total_params=total,
         active_params=active,
-        architecture=(cfg.get("architectures") or config.get("architectures") or [None])[0] if config else None,
-        model_type=(config or {}).get("model_type"),
-        num_layers=int(layers) if layers else None,
-        hidden_size=int(hidden) if hidden else None,
-        intermediate_size=_first(cfg, "intermediate_size", "n_inner", "ffn_hidden_size"),
-        num_attention_heads=int(heads) if heads else None,
-        num_kv_heads=int(kv_heads) if kv_heads else None,
-        head_dim=int(head_dim) if head_dim else None,
-        vocab_size=_first(cfg, "vocab_size", "padded_vocab_size"),
-        max_context=_first(cfg, "max_position_embeddings", "n_positions", "seq_length", "max_seq_len"),
-        sliding_window=cfg.get("sliding_window") if isinstance(cfg.get("sliding_window"), int) else None,
-        num_experts=int(experts) if experts else None,
-        experts_per_token=int(per_token) if per_token else None,
-        native_dtype=_first(cfg, "torch_dtype", "dtype") or _first(config or {}, "torch_dtype", "dtype"),
-        tied_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+        architecture=_name(cfg.get("architectures")) or _name(config.get("architectures")),
+        model_type=_name(config.get("model_type")),
+        num_layers=layers,
+        hidden_size=hidden,
+        intermediate_size=_count(cfg, "intermediate_size", "n_inner", "ffn_hidden_size"),
+        num_attention_heads=heads,
+        num_kv_heads=kv_heads,
+        head_dim=head_dim,
+        vocab_size=_count(cfg, "vocab_size", "padded_vocab_size"),
+        max_context=_count(cfg, "max_position_embeddings", "n_positions", "seq_length", "max_seq_len"),
+        sliding_window=window,
+        num_experts=experts,
+        experts_per_token=per_token,
+        native_dtype=dtype if isinstance(dtype, str) else None,
+        tied_embeddings=cfg.get("tie_word_embeddings") is True,
         kv=kv,
         warnings=tuple(warnings),
     )
@@ -305,7 +334,10 @@ def assemble_spec(
             checkpoint_params_by_dtype=dict(sorted(header.params_by_dtype.items())),
             checkpoint_bytes_by_dtype=dict(sorted(header.bytes_by_dtype.items())),
         )
-    label, loadable, qwarn = describe_quantization(config or {}, header.params_by_dtype if header else {})
+    try:
+        label, loadable, qwarn = describe_quantization(config or {}, header.params_by_dtype if header else {})
+    except ConfigError as exc:
+        raise ConfigError(f"The config of '{model_id}' ({where}): {exc}") from None
     if label is not None:
         updates["quantization"] = label
         updates["loadable_precisions"] = loadable
@@ -392,14 +424,11 @@ def preferred_gguf(groups: dict[str, tuple[list[str], int]]) -> str:
 
 def _load_config(path: Path) -> dict[str, Any]:
     try:
-        with open(path, encoding="utf-8") as fh:
-            config = json.load(fh)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(
-            f"'{path}' is not valid JSON (line {exc.lineno}): {exc.msg}. Fix or re-download it."
-        ) from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"'{path}' is not UTF-8 text. Fix or re-download it.") from None
+        config = read_json_file(path, limit=MAX_CONFIG_BYTES)
+    except OSError as exc:
+        raise ConfigError(f"Cannot read '{path}': {exc.strerror or exc}. Check its permissions.") from None
+    except ValueError as exc:
+        raise ConfigError(f"'{path}' is not valid JSON ({exc}). Fix or re-download it.") from None
     if not isinstance(config, dict):
         raise ConfigError(f"'{path}' is not a JSON object. Fix or re-download it.")
     return config

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from advisor.errors import ConfigError
+
 # safetensors dtypes that hold packed low-bit integers rather than one value per element
 PACKED_INT_DTYPES = ("I32", "U8", "I8", "U32", "I16", "U16")
 FP8_DTYPES = ("F8_E4M3", "F8_E5M2", "F8_E4M3FN", "F8_E8M0")
@@ -31,14 +33,37 @@ def _dominant_dtype(dtype_params: dict[str, int]) -> str | None:
     return max(dtype_params.items(), key=lambda kv: kv[1])[0]
 
 
+def _bits(value: Any, field: str, default: int) -> int:
+    """A bit width from the config: an int (a whole float, a digit string) from 1 to 64, else ConfigError."""
+    if value is None or value == "" or value == 0:
+        return default
+    if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) < 4:
+        value = int(value.strip())
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 64:
+        shown = repr(value)
+        shown = shown if len(shown) <= 40 else shown[:37] + "..."
+        raise ConfigError(
+            f"its quantization_config has {field} = {shown}, not a bit width from 1 to 64: fix config.json."
+        )
+    return value
+
+
+def _short(value: Any) -> str:
+    """A config value as one short line, for a label."""
+    text = " ".join(str(value).split())
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def _group(value: Any) -> str:
-    if value in (None, -1, "-1"):
+    if value is None or (not isinstance(value, bool) and value in (-1, "-1")):
         return "per-channel"
-    return f"group {value}"
+    return f"group {_short(value)}"
 
 
 def _gptq(qc: dict[str, Any]) -> tuple[str, tuple[str, ...], list[str]]:
-    bits = int(qc.get("bits", 4) or 4)
+    bits = _bits(qc.get("bits"), "bits", 4)
     label = f"gptq {bits}-bit ({_group(qc.get('group_size'))})"
     warnings: list[str] = []
     if qc.get("desc_act"):
@@ -47,18 +72,18 @@ def _gptq(qc: dict[str, Any]) -> tuple[str, tuple[str, ...], list[str]]:
 
 
 def _awq(qc: dict[str, Any]) -> tuple[str, tuple[str, ...], list[str]]:
-    bits = int(qc.get("bits", qc.get("w_bit", 4)) or 4)
+    bits = _bits(qc.get("bits", qc.get("w_bit")), "bits", 4)
     group = qc.get("group_size", qc.get("q_group_size"))
     version = qc.get("version")
     label = f"awq {bits}-bit ({_group(group)})"
     if version and str(version).lower() not in ("gemm",):
-        label += f" [{str(version).lower()}]"
+        label += f" [{_short(version).lower()}]"
     return label, (f"awq-int{bits}",), []
 
 
 def _bitsandbytes(qc: dict[str, Any]) -> tuple[str, tuple[str, ...], list[str]]:
     if qc.get("load_in_4bit") or qc.get("_load_in_4bit"):
-        kind = str(qc.get("bnb_4bit_quant_type", "fp4")).lower()
+        kind = _short(qc.get("bnb_4bit_quant_type", "fp4")).lower()
         extra = ", double quant" if qc.get("bnb_4bit_use_double_quant") else ""
         label = f"bitsandbytes 4-bit ({kind}{extra})"
         # advisor.precision names: int4 = bitsandbytes 4-bit, int4-dq = with double quantization
@@ -84,7 +109,7 @@ def _bitsandbytes(qc: dict[str, Any]) -> tuple[str, tuple[str, ...], list[str]]:
 def _fp8(qc: dict[str, Any], dtype_params: dict[str, int]) -> tuple[str, tuple[str, ...], list[str]]:
     block = qc.get("weight_block_size")
     if isinstance(block, (list, tuple)) and block:
-        label = "fp8 (block " + "x".join(str(b) for b in block) + ")"
+        label = "fp8 (block " + _short("x".join(str(b) for b in block)) + ")"
     else:
         label = "fp8 (per-tensor)" if qc.get("activation_scheme") == "static" else "fp8"
     warnings = [
@@ -130,14 +155,14 @@ def _compressed_tensors(
             ("compressed-tensors",),
             ["compressed-tensors config without weight bits: sizes come from the checkpoint headers."],
         )
-    bits = int(bits)
+    bits = _bits(bits, "num_bits", 4)
     abits = acts.get("num_bits") if acts else None
-    scheme = f"w{bits}a{abits if abits else 16}"
+    scheme = f"w{bits}a{_short(abits) if abits else 16}"
     detail = []
     if weights.get("strategy") == "group" and weights.get("group_size"):
-        detail.append(f"group {weights['group_size']}")
+        detail.append(f"group {_short(weights['group_size'])}")
     elif weights.get("strategy"):
-        detail.append(str(weights["strategy"]))
+        detail.append(_short(weights["strategy"]))
     if wtype == "float":
         detail.insert(0, f"fp{bits}")
     label = f"compressed-tensors {scheme}" + (f" ({', '.join(detail)})" if detail else "")
@@ -171,7 +196,7 @@ def describe_quantization(
     if not isinstance(qc, dict):
         mlx = config.get("quantization")
         if isinstance(mlx, dict) and mlx.get("bits"):
-            bits = int(mlx["bits"])
+            bits = _bits(mlx["bits"], "quantization.bits", 4)
             return (
                 f"mlx {bits}-bit ({_group(mlx.get('group_size'))})",
                 (f"mlx-int{bits}",),
@@ -179,7 +204,7 @@ def describe_quantization(
             )
         return _from_headers_only(dtype_params)
 
-    method = str(qc.get("quant_method") or qc.get("quantization_method") or "").lower().replace("_", "-")
+    method = _short(qc.get("quant_method") or qc.get("quantization_method") or "").lower().replace("_", "-")
     if not method and ("load_in_4bit" in qc or "load_in_8bit" in qc):
         method = "bitsandbytes"
     loadable: tuple[str, ...] | None
@@ -198,7 +223,7 @@ def describe_quantization(
     else:
         name = method or "unknown"
         bits = qc.get("bits") or qc.get("nbits") or qc.get("weight_bits")
-        label = f"{name} {bits}-bit" if bits else name
+        label = f"{name} {_short(bits)}-bit" if bits else name
         loadable = (name,)
         warnings = [
             f"Quantization method '{name}' is not modelled: weight sizes come from the checkpoint headers, "
