@@ -701,6 +701,7 @@ def start(
     loaded = runtime.load(
         source, prec, device_map=device_map, max_memory=max_memory, trust_remote_code=trust_remote_code
     )
+    runtime.warm_up(loaded)  # so the first answer's speed is the model's, not the process's start-up
     context = max_context or option.max_context or plan_context  # recommend's max_context: what fits here
     estimates = Estimates(
         spec=spec, hw=hw, precision=prec, placement=placement, calibration=calibration,

@@ -464,6 +464,15 @@ def set_seed(seed: int) -> None:
     hf_set_seed(seed)
 
 
+def warm_up(loaded: LoadedModel, tokens: int = 4) -> float:
+    """One short generation so the first real answer does not pay for kernel selection, thread-pool
+    start-up and allocator growth; returns its seconds."""
+    ids = loaded.tokenizer("Hello, how are you today?", return_tensors="pt")["input_ids"]
+    t0 = time.perf_counter()
+    generate(loaded, ids[:, :8], max_new_tokens=tokens, exact_length=True)
+    return time.perf_counter() - t0
+
+
 class PeakMemory:
     """Samples this process's memory in a background thread.
 
