@@ -701,7 +701,10 @@ def start(
     loaded = runtime.load(
         source, prec, device_map=device_map, max_memory=max_memory, trust_remote_code=trust_remote_code
     )
-    runtime.warm_up(loaded)  # so the first answer's speed is the model's, not the process's start-up
+    try:  # so the first answer's speed is the model's, not the process's start-up
+        runtime.warm_up(loaded)
+    except Exception:  # optional: a failure here (out of memory...) surfaces, handled, in the first answer
+        pass
     context = max_context or option.max_context or plan_context  # recommend's max_context: what fits here
     estimates = Estimates(
         spec=spec, hw=hw, precision=prec, placement=placement, calibration=calibration,
