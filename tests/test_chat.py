@@ -322,6 +322,7 @@ def test_out_of_memory_in_an_answer_is_one_line_and_the_session_goes_on(chat_mod
         return real(*args, **kwargs)
 
     monkeypatch.setattr(runtime, "generate", flaky)
+    monkeypatch.setattr(runtime, "warm_up", lambda loaded: 0.0)  # the first *answer* must hit the failure
     script = f"first\nsecond\n/save {tmp_path / 's.json'}\n"
     result = ok(run_chat([str(chat_model), "-i", "--max-new-tokens", "3", "--no-record"], input=script))
     assert "advisor: Out of memory answering at" in result.stderr
