@@ -94,23 +94,13 @@ def price(
 def _max_context(
     spec: ModelSpec, precision: str, hw: Hardware, *, batch: int, prompt_tokens: int, headroom: float
 ) -> int:
-    """Longest context whose plan still fits (binary search over the placement)."""
-    limit = spec.max_context or 131072
+    """Longest context whose plan still fits (bisection over the placement)."""
 
     def fits(ctx: int) -> bool:
-        return S.plan(
-            spec, precision, hw, context=ctx, batch=batch, prompt_tokens=prompt_tokens, headroom=headroom
-        ).fits
+        plan = S.plan(spec, precision, hw, context=ctx, batch=batch, prompt_tokens=prompt_tokens, headroom=headroom)
+        return plan.fits
 
-    if not fits(1):
-        return 0
-    if fits(limit):
-        return limit
-    lo, hi = 1, limit
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
-    return lo
+    return M.longest_fitting(spec.max_context or M.DEFAULT_CONTEXT_LIMIT, fits)
 
 
 def choose(

@@ -317,21 +317,27 @@ def max_context(
     prompt_tokens: int = 512,
 ) -> int:
     """Longest context (tokens, up to the model's own limit) whose total fits in `budget_bytes`; 0 if none."""
-    limit = spec.max_context or 131072
 
     def fits(ctx: int) -> bool:
         est = estimate(spec, precision, context=ctx, batch=batch, device_kind=device_kind, prompt_tokens=prompt_tokens)
         return est.total_bytes <= budget_bytes
 
+    return longest_fitting(spec.max_context or DEFAULT_CONTEXT_LIMIT, fits)
+
+
+# NOTE: a model whose config names no context limit is searched up to 128k tokens.
+DEFAULT_CONTEXT_LIMIT = 131072
+
+
+def longest_fitting(limit: int, fits) -> int:
+    """Largest context in [1, limit] for which `fits(context)` holds, by bisection (memory grows
+    monotonically with context); 0 when not even one token fits."""
     if not fits(1):
         return 0
     if fits(limit):
         return limit
-    lo, hi = 1, limit  # fits(lo) and not fits(hi): memory grows monotonically with context
+    lo, hi = 1, limit  # fits(lo) and not fits(hi)
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        if fits(mid):
-            lo = mid
-        else:
-            hi = mid
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
     return lo

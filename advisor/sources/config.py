@@ -11,11 +11,7 @@ transformers runtime really does.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import logging
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -113,21 +109,11 @@ def _attr(obj: Any, key: str) -> int | None:
     return _count(getattr(obj, key, None))
 
 
-@contextlib.contextmanager
 def _quiet():
     """transformers logs and warns freely while building; the user needs none of it here."""
-    from transformers.utils import logging as hf_logging
+    from advisor.runtime import quiet
 
-    level = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    logging.getLogger("accelerate").setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with contextlib.redirect_stderr(io.StringIO()):
-                yield
-    finally:
-        hf_logging.set_verbosity(level)
+    return quiet()
 
 
 def build_config(
