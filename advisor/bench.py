@@ -444,7 +444,10 @@ def run_bench(
             report.interrupted = True
             break
         if record and runs and hw.source == "probe":
-            row.recorded = [C.record(r) for r in runs]
+            try:
+                row.recorded = [C.record(r) for r in runs]
+            except C.StoreError as exc:  # the measurement stands; only remembering it failed
+                report.warnings.append(str(exc))
         report.rows.append(row)
         on_row(row)
     if quality:

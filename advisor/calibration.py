@@ -134,14 +134,18 @@ def _open(path: Path) -> sqlite3.Connection:
     """A connection to a usable store, created if absent; _Corrupt if the file is not one; sqlite3.Error else."""
     conn = sqlite3.connect(path, timeout=30)
     try:
-        conn.execute("PRAGMA journal_mode=WAL")
+        # Read-only checks first: a damaged or foreign file is set aside exactly as it was found.
         check = conn.execute("PRAGMA quick_check").fetchone()
         if check is None or check[0] != "ok":
-            raise _Corrupt(f"integrity check: {check[0] if check else 'no answer'}")
-        conn.executescript(SCHEMA)
+            raise _Corrupt(f"integrity check: {' '.join(str(check[0] if check else 'no answer').split())[:80]}")
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if tables - {"runs", "sqlite_sequence"}:
+            raise _Corrupt(f"it holds tables advisor never made ({', '.join(sorted(tables))[:80]})")
         columns = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
-        if columns != _COLUMNS:
-            raise _Corrupt(f"its runs table has other columns ({', '.join(sorted(columns - _COLUMNS)) or 'fewer'})")
+        if columns and columns != _COLUMNS:
+            raise _Corrupt(f"its runs table has other columns ({', '.join(sorted(columns ^ _COLUMNS))[:80]})")
+        _use_wal(conn)
+        conn.executescript(SCHEMA)
         conn.execute("SELECT count(*) FROM runs").fetchone()
     except sqlite3.DatabaseError as exc:
         conn.close()
@@ -152,6 +156,23 @@ def _open(path: Path) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+def _use_wal(conn: sqlite3.Connection, wait_s: float = 30.0) -> None:
+    """Switch the store to WAL (once: the mode is kept in the file). SQLite answers "database is locked" at once,
+    without waiting, when two processes switch a new store together: retry, as the busy timeout would."""
+    deadline = time.monotonic() + wait_s
+    delay = 0.005
+    while True:
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                conn.execute("PRAGMA journal_mode=WAL").fetchone()
+            return
+        except sqlite3.OperationalError as exc:
+            if ("locked" not in str(exc) and "busy" not in str(exc)) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
 
 
 @contextlib.contextmanager
@@ -197,8 +218,8 @@ def record(run: Run, *, path: Path | None = None, warnings: list[str] | None = N
     with connect(path, warnings=warnings) as conn:
         conn.execute("BEGIN IMMEDIATE")
         cur = conn.execute(
-            "INSERT INTO runs (created_at, fingerprint, model, precision, runtime, kind, device_kind, placement, layers,"
-            " bytes_per_token, bandwidth_gbps, measured_tok_s, estimated_tok_s, measured_json, estimated_json)"
+            "INSERT INTO runs (created_at, fingerprint, model, precision, runtime, kind, device_kind, placement,"
+            " layers, bytes_per_token, bandwidth_gbps, measured_tok_s, estimated_tok_s, measured_json, estimated_json)"
             " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 run.created_at or datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -278,7 +299,7 @@ def fit(all_runs: list[Run]) -> Calibration:
         return (max(us) - min(us)) / max(us) if us else 0.0
 
     for key in sorted(groups, key=lambda k: (k[1] != "float", -spread(k))):
-        runtime, kind, device = key
+        runtime, _kind, device = key
         group = groups[key]
         # Per run: t = u * x + L * f, with u = bytes / bandwidth, x = 1/efficiency, f = fixed per layer.
         us = [r.bytes_per_token / (r.bandwidth_gbps * 1e9) for r in group]
@@ -300,7 +321,7 @@ def _solve_x(us: list[float], ls: list[float], ts: list[float], f: float) -> tup
     suu = sum(u * u for u in us)
     if suu <= 0:
         return None, None
-    x = sum(u * (t - v * f) for u, v, t in zip(us, ls, ts)) / suu
+    x = sum(u * (t - v * f) for u, v, t in zip(us, ls, ts, strict=True)) / suu
     return (x if x > 0 else None), None
 
 
@@ -308,9 +329,9 @@ def _solve(us: list[float], ls: list[float], ts: list[float], default_f: float) 
     """Solve t = u*x + l*f by least squares; fall back to the default f when the system is degenerate."""
     suu = sum(u * u for u in us)
     sll = sum(v * v for v in ls)
-    sul = sum(u * v for u, v in zip(us, ls))
-    sut = sum(u * t for u, t in zip(us, ts))
-    slt = sum(v * t for v, t in zip(ls, ts))
+    sul = sum(u * v for u, v in zip(us, ls, strict=True))
+    sut = sum(u * t for u, t in zip(us, ts, strict=True))
+    slt = sum(v * t for v, t in zip(ls, ts, strict=True))
     det = suu * sll - sul * sul
     if len(us) >= 2 and det > 1e-12 * max(suu * sll, 1e-300):
         x = (sut * sll - sul * slt) / det
@@ -318,10 +339,10 @@ def _solve(us: list[float], ls: list[float], ts: list[float], default_f: float) 
         if x > 0 and f >= 0:
             return x, f
     # One run (or collinear runs): keep the fixed cost, solve the efficiency.
-    resid = [t - v * default_f for t, v in zip(ts, ls)]
+    resid = [t - v * default_f for t, v in zip(ts, ls, strict=True)]
     if suu <= 0:
         return None, None
-    x = sum(u * r for u, r in zip(us, resid)) / suu
+    x = sum(u * r for u, r in zip(us, resid, strict=True)) / suu
     if x <= 0:  # the fixed cost alone explains the time: the default is too high for this machine
         x = sum(ts) / max(sum(us), 1e-300) * 0.5
         return x, max(0.0, (sum(ts) - x * sum(us)) / max(sum(ls), 1.0))

@@ -53,17 +53,19 @@ class ChatError(AdvisorError):
 def load_messages(path: str | Path) -> list[dict[str, str]]:
     """A conversation from a JSON file: a list of {"role": system|user|assistant, "content": text}."""
     path = Path(path)
+    from advisor.sources.config import decode_json
+
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise UsageError(f"Messages file '{path}' does not exist.") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"Cannot read messages file '{path}': {exc}.") from None
+    except OSError as exc:
+        raise UsageError(f"Cannot read messages file '{path}': {exc.strerror or exc}.") from None
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
+        data = decode_json(raw)
+    except ValueError as exc:
         raise UsageError(
-            f"Messages file '{path}' is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}): "
+            f"Messages file '{path}' is not valid JSON ({exc}): "
             'it needs a list like [{"role": "user", "content": "Hello"}].'
         ) from None
     if not isinstance(data, list):

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from advisor.cli import PrecisionType, cli, revision_option, trust_option
+from advisor.cli import FiniteFloat, PrecisionType, cli, revision_option, trust_option
 
 
 @cli.command()
@@ -27,9 +27,9 @@ from advisor.cli import PrecisionType, cli, revision_option, trust_option
 )
 @click.option("--max-new-tokens", type=click.IntRange(1, 1_000_000), default=256, show_default=True,
               help="Longest answer, in tokens.")
-@click.option("--temperature", type=click.FloatRange(0, 100), default=0.7, show_default=True,
+@click.option("--temperature", type=FiniteFloat(0, 100), default=0.7, show_default=True,
               help="Sampling temperature; 0 picks the likeliest token (greedy).")
-@click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=0.9, show_default=True,
+@click.option("--top-p", type=FiniteFloat(0, 1, min_open=True), default=0.9, show_default=True,
               help="Nucleus sampling: sample from the likeliest tokens holding this probability.")
 @click.option("--seed", type=int, default=None, help="Seed the sampler, so answers repeat.")
 @click.option("--assistant", default=None, help="A small draft model of the same family for assisted generation.")

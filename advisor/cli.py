@@ -7,6 +7,7 @@ ADVISOR_DEBUG is set.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from typing import Any
@@ -47,6 +48,16 @@ class PrecisionType(click.ParamType):
         )
 
 
+class FiniteFloat(click.FloatRange):
+    """click.FloatRange that also refuses nan and inf (which compare false with every bound)."""
+
+    def convert(self, value: Any, param, ctx) -> float:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
 # Shared options, defined once.
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
 context_option = click.option(
@@ -71,10 +82,12 @@ def cli() -> None:
 def _hardware(device, memory_gb, bandwidth_gbps, refresh: bool = False):
     from advisor import hardware
 
-    if device or memory_gb is not None or bandwidth_gbps is not None:
+    if device is not None or memory_gb is not None or bandwidth_gbps is not None:
         from advisor.accelerators import hardware_from_flags
 
         base = hardware.load_or_probe(refresh=refresh) if not device or "apple" not in device.lower() else None
+        if device is not None and not device.strip():
+            raise UsageError("--device is empty: name a GPU or Apple chip, e.g. --device 'RTX 4090'.")
         return hardware_from_flags(device, memory_gb=memory_gb, bandwidth_gbps=bandwidth_gbps, base=base)
     return hardware.load_or_probe(refresh=refresh)
 
@@ -103,14 +116,14 @@ def _calibration(hw):
     "--device", default=None, help="Price on a table device instead of this machine: 'RTX 4090', '2x H100 SXM5'."
 )
 @click.option(
-    "--memory-gb", type=click.FloatRange(0.1, 1e6), default=None, help="Memory of a hypothetical device (GB)."
+    "--memory-gb", type=FiniteFloat(0.1, 1e6), default=None, help="Memory of a hypothetical device (GB)."
 )
-@click.option("--bandwidth-gbps", type=click.FloatRange(0.1, 1e6), default=None, help="Its memory bandwidth (GB/s).")
+@click.option("--bandwidth-gbps", type=FiniteFloat(0.1, 1e6), default=None, help="Its memory bandwidth (GB/s).")
 @click.option(
-    "--headroom", type=click.FloatRange(0, 0.9), default=0.10, show_default=True, help="Fraction of memory left free."
+    "--headroom", type=FiniteFloat(0, 0.9), default=0.10, show_default=True, help="Fraction of memory left free."
 )
 @click.option(
-    "--min-tok-s", type=click.FloatRange(0), default=5.0, show_default=True, help="Decode speed the pick must reach."
+    "--min-tok-s", type=FiniteFloat(0), default=5.0, show_default=True, help="Decode speed the pick must reach."
 )
 @click.option(
     "--runtime",
@@ -125,7 +138,7 @@ def _calibration(hw):
 @click.option("--assistant", default=None, help="Price assisted generation with this draft model.")
 @click.option(
     "--acceptance",
-    type=click.FloatRange(0, 0.99),
+    type=FiniteFloat(0, 0.99),
     default=0.7,
     show_default=True,
     help="Share of draft tokens the target accepts (with --assistant).",

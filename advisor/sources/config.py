@@ -2,7 +2,8 @@
 
 Building with accelerate's `init_empty_weights` and transformers' `AutoModelForCausalLM.from_config`
 inside `torch.device("meta")` (so that tensors an `__init__` makes with `torch.empty`/`torch.ones` before
-registering them are not allocated either: a config claiming 100,000 experts costs nothing) allocates nothing, counts the LM head, and (after `tie_weights()`) counts tied embeddings once.
+registering them are not allocated either: a config claiming 100,000 experts costs nothing) allocates
+nothing, counts the LM head, and (after `tie_weights()`) counts tied embeddings once.
 Which layers bitsandbytes would quantize is decided by transformers' own rules
 (`get_keys_to_not_convert`, exact `nn.Linear`/`Conv1D` types), and which layers keep a sliding
 window of KV cache by its own `get_layer_types_and_kwargs`, so the spec matches what the
@@ -39,7 +40,7 @@ def decode_json(raw: bytes | str) -> Any:
     try:
         text = raw.decode("utf-8-sig") if isinstance(raw, (bytes, bytearray)) else raw.removeprefix("\ufeff")
     except UnicodeDecodeError as exc:
-        raise ValueError(f"not UTF-8 text (byte {exc.start:,} is {raw[exc.start:exc.start + 1]!r})") from None
+        raise ValueError(f"not UTF-8 text (byte {exc.start:,} is {raw[exc.start : exc.start + 1]!r})") from None
     try:
         return json.loads(text)
     except RecursionError:
@@ -86,11 +87,27 @@ def check_sizes(config: dict[str, Any], model_id: str) -> None:
                     )
 
 
+def _get(obj: Any, key: str) -> Any:
+    """getattr that never raises. transformers' heterogeneous configs (gemma4) raise a RuntimeError for a field
+    that varies by layer: the largest per-layer value is taken then (an upper bound for sizes)."""
+    try:
+        return getattr(obj, key, None)
+    except Exception:
+        pass
+    try:
+        layers = object.__getattribute__(obj, "per_layer_config")
+        values = [_count(_get(layer, key)) for layer in (layers.values() if isinstance(layers, dict) else layers)]
+    except Exception:
+        return None
+    values = [v for v in values if v is not None]
+    return max(values) if values else None
+
+
 def _first(obj: Any, keys: tuple[str, ...]) -> Any:
     """The first of `keys` that holds a whole positive count (config fields the build may never have used can
     hold anything: a string, a list, 1e308)."""
     for key in keys:
-        value = _count(getattr(obj, key, None))
+        value = _count(_get(obj, key))
         if value is not None:
             return value
     return None
@@ -102,11 +119,11 @@ def _count(value: Any) -> int | None:
         return None
     if isinstance(value, float) and value.is_integer() and 0 < value < 2**63:
         return int(value)
-    return value if isinstance(value, int) and value > 0 else None
+    return value if isinstance(value, int) and 0 < value < 2**63 else None  # 10**400 would overflow floats later
 
 
 def _attr(obj: Any, key: str) -> int | None:
-    return _count(getattr(obj, key, None))
+    return _count(_get(obj, key))
 
 
 def _quiet():
@@ -180,7 +197,8 @@ def spec_from_config(
         return _spec_from_model(model, hf_config, model_id=model_id, source=source)
     except (TypeError, ValueError, ArithmeticError, AttributeError) as exc:  # a field the build never used
         raise ConfigError(
-            f"Config of '{model_id}' has a field of the wrong kind ({_first_line(exc)}): fix or re-download config.json."
+            f"Config of '{model_id}' has a field of the wrong kind ({_first_line(exc)}): "
+            "fix or re-download config.json."
         ) from None
 
 
@@ -209,7 +227,7 @@ def _spec_from_model(model, hf_config, *, model_id: str, source: str) -> ModelSp
     kv_heads = _attr(text, "num_key_value_heads") or heads
     head_dim = _attr(text, "head_dim") or (hidden // heads if hidden and heads else None)
     kv = _kv_layout(text, kv_heads, head_dim)
-    dtype = getattr(hf_config, "dtype", None)
+    dtype = _get(hf_config, "dtype")
     dtype_name = str(dtype).replace("torch.", "") if dtype is not None else None
     tied = params.lm_head == 0 and model.get_output_embeddings() is not None
     window = kv.sliding_window
@@ -331,10 +349,11 @@ def _kv_layout(text, kv_heads: int | None, head_dim: int | None) -> KVLayout:
     for layer_type, kwargs in zip(layer_types, layer_kwargs, strict=False):
         if layer_type == "dummy":  # shares another layer's cache or has no attention
             continue
-        if kwargs.get("sliding_window"):
+        layer_window = _count(kwargs.get("sliding_window"))  # a window of another kind ([None], "4k") is none
+        if layer_window:
             sliding += per_layer
             sliding_layers += 1
-            window = kwargs["sliding_window"] if window is None else min(window, kwargs["sliding_window"])
+            window = layer_window if window is None else min(window, layer_window)
         else:
             full += per_layer
             full_layers += 1

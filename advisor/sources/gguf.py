@@ -416,8 +416,11 @@ def _read_header_quietly(reader_cls: type, path: Path, name: str, *, header_limi
             n = math.prod(shape)
             block, type_size = GGML_QUANT_SIZES[t.tensor_type]
             n_bytes = n * type_size // block
-            if int(t.data_offset) + n_bytes > file_size:
-                raise _DataPastEnd(int(t.data_offset) + n_bytes)
+            # The offset as stored, added in Python ints: GGUFReader's uint64 sum wraps a forged offset near 2**64
+            # back into the file, where it would pass.
+            start = int(reader.data_offset) + int(t.field.parts[5][0])
+            if start + n_bytes > file_size:
+                raise _DataPastEnd(start + n_bytes)
             tensors.append(_Tensor(t.name, t.tensor_type.name, shape, n, n_bytes))
         data_offset = int(reader.data_offset)
         del reader

@@ -299,11 +299,19 @@ def _api(token: str | None):
 
 
 def _siblings(info: Any) -> dict[str, int]:
+    """file name -> size in bytes (-1 when the Hub does not say, or says something that is not a size)."""
     out: dict[str, int] = {}
     for sibling in info.siblings or []:
         size = sibling.size if sibling.size is not None else (sibling.lfs.size if sibling.lfs else None)
-        out[sibling.rfilename] = int(size) if size is not None else -1
+        name = sibling.rfilename
+        if isinstance(name, str) and name:
+            out[name] = size if isinstance(size, int) and not isinstance(size, bool) and 0 <= size < 2**62 else -1
     return out
+
+
+def _commit(info: Any, revision: str | None) -> str:
+    sha = getattr(info, "sha", None)
+    return sha if isinstance(sha, str) and sha else revision or "main"
 
 
 def _get_bounded(url: str, token: str | None, *, limit: int, range_end: int | None = None) -> bytes:
@@ -360,33 +368,76 @@ def _read_headers(
     where = f"{repo_id}@{sha[:10]} on the Hub"
 
     def one(shard: str):
-        return shard, api.parse_safetensors_file_metadata(repo_id, shard, revision=sha, token=token, timeout=_timeout())
+        size = sizes.get(shard, -1)
+        if 0 <= size < 8:  # a range request on it would be refused (416): the file itself is the problem
+            raise HeaderError(
+                f"'{shard}' ({where}) is {size} bytes, too short to be a safetensors file. Re-upload or re-download "
+                "it, or use a catalog name."
+            )
+        try:
+            meta = api.parse_safetensors_file_metadata(repo_id, shard, revision=sha, token=token, timeout=_timeout())
+        except Exception as exc:
+            if not _is_corrupt_content(exc):
+                raise  # HTTP and transport errors: _translate decides (gated, 404, unreachable...)
+            raise _bad_header(shard, where, exc, token) from None
+        return shard, meta
 
     workers = max(1, min(8, len(shards)))
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = list(pool.map(one, shards))
     summary = HeaderSummary()
     for shard, meta in results:
-        tensors = [(name, t.dtype, list(t.shape), tuple(t.data_offsets)) for name, t in meta.tensors.items()]
+        try:  # huggingface_hub's parser checks little: a shape may be an int, the metadata nested 900 deep
+            tensors = [
+                (str(name), str(t.dtype), _listed(t.shape), _listed(t.data_offsets))
+                for name, t in dict(meta.tensors).items()
+            ]
+            floor = _header_length_floor(meta.metadata, tensors)
+        except (TypeError, ValueError, AttributeError, RecursionError) as exc:
+            raise _bad_header(shard, where, exc, token) from None
         size = sizes.get(shard)
         add_header(
             summary,
             shard,
             size if size is not None and size >= 0 else None,
             tensors,
-            header_bytes=_header_length_floor(meta.metadata, tensors),
+            header_bytes=floor,
             where=where,
         )
     return summary
 
 
-def _header_length_floor(metadata: dict[str, Any] | None, tensors: list[tuple[str, str, list[int], Any]]) -> int:
+def _header_length_floor(metadata: dict[str, Any] | None, tensors: list[tuple[str, str, Any, Any]]) -> int:
     """The shortest JSON that encodes this header: the real one (between the 8-byte prefix and the data) is no
     shorter, so `8 + floor + data` bytes must fit in the file."""
     header: dict[str, Any] = {"__metadata__": metadata} if metadata else {}
     for name, dtype, shape, offsets in tensors:
-        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": list(offsets)}
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": offsets}
     return len(json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+
+
+def _listed(value: Any) -> Any:
+    """A shape or offsets as a list; anything else as it is, for add_header to refuse with the tensor's name."""
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
+def _is_corrupt_content(exc: BaseException) -> bool:
+    """An error about what a file holds (huggingface_hub choking on a header), not about getting it."""
+    import httpx2
+    from huggingface_hub.errors import HfHubHTTPError, SafetensorsParsingError
+
+    if isinstance(exc, SafetensorsParsingError):
+        return False  # _translate words it already
+    transport = (AdvisorError, HfHubHTTPError, httpx2.HTTPError, httpx2.TransportError, OSError, TimeoutError)
+    return not isinstance(exc, transport)
+
+
+def _bad_header(shard: str, where: str, exc: BaseException, token: str | None) -> HeaderError:
+    reason = _clean(f"{type(exc).__name__}: {exc}", token, 120)
+    return HeaderError(
+        f"The safetensors header of '{shard}' ({where}) is corrupt ({reason}). Re-upload or re-download the file, "
+        "or use a catalog name."
+    )
 
 
 def _hub_summary_header(info: Any, sizes: dict[str, int]) -> HeaderSummary | None:
@@ -416,6 +467,11 @@ def _range_reader(repo_id: str, filename: str, sha: str, token: str | None):
 
 
 def _gguf_spec(repo_id: str, filename: str, total: int, sha: str, token: str | None) -> ModelSpec:
+    if total < 24:
+        raise HeaderError(
+            f"The Hub lists no usable size for '{filename}' of '{repo_id}' ({total}): its header cannot be read by "
+            "range request; download the file and pass its path."
+        )
     read = _range_reader(repo_id, filename, sha, token)
     return spec_from_gguf_reader(read, total, filename=filename, model_id=repo_id, where=f"{repo_id} on the Hub")
 
@@ -423,7 +479,7 @@ def _gguf_spec(repo_id: str, filename: str, total: int, sha: str, token: str | N
 def _fetch(repo_id: str, revision: str | None, token: str | None) -> dict[str, Any]:
     api = _api(token)
     info = api.model_info(repo_id, revision=revision, files_metadata=True, timeout=_timeout())
-    sha = info.sha or revision or "main"
+    sha = _commit(info, revision)
     sizes = _siblings(info)
     warnings: list[str] = []
 
@@ -595,7 +651,7 @@ def gguf_specs_from_hub(repo_id: str, *, revision: str | None = None, token: str
         raise NetworkError(f"HF_HUB_OFFLINE is set: cannot list the GGUF files of '{repo_id}'. Unset it to go online.")
     try:
         info = _api(token).model_info(repo_id, revision=revision, files_metadata=True, timeout=_timeout())
-        sha = info.sha or revision or "main"
+        sha = _commit(info, revision)
         sizes = _siblings(info)
         groups = group_gguf_files({n: s for n, s in sizes.items() if n.endswith(".gguf")})
         out: dict[str, ModelSpec] = {}

@@ -28,6 +28,13 @@ from advisor.sources.config import MAX_CONFIG_BYTES, decode_json, read_json_file
 from advisor.spec import KVLayout, ModelSpec
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+_MAX_OFFSET = 1 << 62  # 4 EiB: past any file; larger numbers (a shape of 10**400) break float arithmetic later
+# Bits per element of the safetensors dtypes: numel * bits must equal the bytes between the offsets.
+_DTYPE_BITS = {
+    "F64": 64, "I64": 64, "U64": 64, "C64": 64, "F32": 32, "I32": 32, "U32": 32, "F16": 16, "BF16": 16, "I16": 16,
+    "U16": 16, "F8_E4M3": 8, "F8_E5M2": 8, "F8_E8M0": 8, "I8": 8, "U8": 8, "BOOL": 8, "F6_E2M3": 6, "F6_E3M2": 6,
+    "F4": 4,
+}  # fmt: skip
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 MAX_SAFETENSORS_HEADER = 100_000_000  # the format's own limit
 GGUF_FIRST_READ = 2 * 1024 * 1024
@@ -99,12 +106,18 @@ def add_header(
                 f"The safetensors header of '{filename}' ({where}) is corrupt at tensor '{name}': {reason}. "
                 "Re-download the file."
             ) from None
-        if begin < 0 or end < begin:
+        if begin < 0 or end < begin or end > _MAX_OFFSET or numel > _MAX_OFFSET:
             raise HeaderError(
                 f"The safetensors header of '{filename}' ({where}) gives tensor '{name}' the offsets "
-                f"[{begin}, {end}]. Re-download the file."
+                f"[{begin}, {end}] and {numel} elements. Re-download the file."
             )
         dtype = str(dtype)
+        bits = _DTYPE_BITS.get(dtype)
+        if bits is not None and numel * bits != (end - begin) * 8:  # the safetensors library's own rule
+            raise HeaderError(
+                f"The safetensors header of '{filename}' ({where}) gives tensor '{name}' {numel} {dtype} elements "
+                f"in {end - begin} bytes. Re-download the file."
+            )
         summary.params_by_dtype[dtype] = summary.params_by_dtype.get(dtype, 0) + numel
         summary.bytes_by_dtype[dtype] = summary.bytes_by_dtype.get(dtype, 0) + (end - begin)
         if _ROUTED_EXPERT.search(name) and not _SHARED_EXPERT.search(name):
@@ -211,7 +224,7 @@ def _count(cfg: dict[str, Any], *keys: str) -> int | None:
             continue
         if isinstance(value, float) and value.is_integer() and 0 < value < 2**63:
             return int(value)
-        if isinstance(value, int) and value > 0:
+        if isinstance(value, int) and 0 < value < 2**63:  # 10**400 would overflow floats later
             return value
     return None
 
