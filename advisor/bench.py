@@ -180,7 +180,7 @@ def decode_run(
         bandwidth_gbps=float(dev.get("bandwidth_gbps") or 0.0),
         measured_tok_s=measured_tok_s,
         estimated_tok_s=1 / step_s if step_s else None,
-        measured=measured,
+        measured={**measured, "kv_elements": basis["bytes_per_token"]["kv_cache"] / M.cache_dtype_bytes(precision)},
         estimated={"basis": basis},
     )
 

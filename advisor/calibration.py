@@ -16,7 +16,6 @@ import contextlib
 import errno
 import json
 import logging
-import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -25,9 +24,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from advisor.costmodel.speed import EFFICIENCY, FIXED_PER_LAYER, Calibration
+from advisor.costmodel.speed import CONTEXT_COST, EFFICIENCY, FIXED_PER_LAYER, Calibration
 from advisor.errors import AdvisorError
-from advisor.paths import cache_dir
+from advisor.paths import cache_dir, set_aside
 from advisor.spec import Hardware
 
 _log = logging.getLogger(__name__)
@@ -93,20 +92,8 @@ class _Corrupt(Exception):
 
 
 def _set_aside(path: Path) -> Path:
-    """Rename a corrupt store (and its -wal/-shm companions) to `<name>.corrupt-<UTC time>[-n]`; never delete it."""
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    target = path.with_name(f"{path.name}.corrupt-{stamp}")
-    n = 1
-    while target.exists():
-        target = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
-        n += 1
-    os.replace(path, target)
-    for suffix in ("-wal", "-shm"):  # a stale write-ahead log would be replayed into the new store
-        companion = path.with_name(path.name + suffix)
-        if companion.exists():
-            with contextlib.suppress(OSError):
-                os.replace(companion, target.with_name(target.name + suffix))
-    return target
+    # A stale write-ahead log would be replayed into the new store: it moves with the file.
+    return set_aside(path, companions=("-wal", "-shm"))
 
 
 def _is_corrupt(exc: sqlite3.DatabaseError) -> bool:
@@ -223,9 +210,20 @@ def record(run: Run, *, path: Path | None = None, warnings: list[str] | None = N
             " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 run.created_at or datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                run.fingerprint, run.model, run.precision, run.runtime, run.kind, run.device_kind, run.placement,
-                run.layers, run.bytes_per_token, run.bandwidth_gbps, run.measured_tok_s, run.estimated_tok_s,
-                json.dumps(run.measured or {}, default=str), json.dumps(run.estimated or {}, default=str),
+                run.fingerprint,
+                run.model,
+                run.precision,
+                run.runtime,
+                run.kind,
+                run.device_kind,
+                run.placement,
+                run.layers,
+                run.bytes_per_token,
+                run.bandwidth_gbps,
+                run.measured_tok_s,
+                run.estimated_tok_s,
+                json.dumps(run.measured or {}, default=str),
+                json.dumps(run.estimated or {}, default=str),
             ),
         )
         return int(cur.lastrowid)
@@ -248,14 +246,26 @@ def runs(fingerprint: str | None = None, *, path: Path | None = None, warnings: 
         ):
             skipped += 1
             continue
-        out.append(Run(
-            id=r["id"], created_at=str(r["created_at"]), fingerprint=str(r["fingerprint"]), model=str(r["model"]),
-            precision=str(r["precision"]), runtime=str(r["runtime"]), kind=str(r["kind"]),
-            device_kind=str(r["device_kind"]), placement=str(r["placement"]), layers=int(r["layers"]),
-            bytes_per_token=float(r["bytes_per_token"]), bandwidth_gbps=float(r["bandwidth_gbps"]),
-            measured_tok_s=float(r["measured_tok_s"]), estimated_tok_s=r["estimated_tok_s"],
-            measured=_json_object(r["measured_json"]), estimated=_json_object(r["estimated_json"]),
-        ))
+        out.append(
+            Run(
+                id=r["id"],
+                created_at=str(r["created_at"]),
+                fingerprint=str(r["fingerprint"]),
+                model=str(r["model"]),
+                precision=str(r["precision"]),
+                runtime=str(r["runtime"]),
+                kind=str(r["kind"]),
+                device_kind=str(r["device_kind"]),
+                placement=str(r["placement"]),
+                layers=int(r["layers"]),
+                bytes_per_token=float(r["bytes_per_token"]),
+                bandwidth_gbps=float(r["bandwidth_gbps"]),
+                measured_tok_s=float(r["measured_tok_s"]),
+                estimated_tok_s=r["estimated_tok_s"],
+                measured=_json_object(r["measured_json"]),
+                estimated=_json_object(r["estimated_json"]),
+            )
+        )
     if skipped and warnings is not None:
         warnings.append(f"{skipped} stored runs in {path or db_path()} hold non-numeric figures and were skipped")
     return out
@@ -280,73 +290,118 @@ def clear(*, path: Path | None = None) -> int:
 
 
 def fit(all_runs: list[Run]) -> Calibration:
-    """Least-squares fit of efficiency per (runtime, kind, device kind) and fixed per-layer cost per
-    (runtime, device kind).
+    """Fit this machine's speed coefficients from its runs (see the module docstring):
 
-    The fixed cost is shared by every precision on a device, so it is fitted once, from the kind with
-    the most varied runs (fp32 and bf16 runs of one model differ in bytes per bandwidth, which
-    separates the two unknowns); the other kinds then solve their efficiency alone.
+        seconds per token = u x_p + L f + K c
+
+    u = bytes read / measured bandwidth, L = layers, K = cached K/V elements. In three steps:
+    1. c, the cost per cached element, per cache dtype: the slope of time against K between runs
+       of one model and precision at several depths;
+    2. f, the fixed cost per layer, per device: only from runs of one precision on models of
+       different shapes (one model alone cannot separate it from x); else the default;
+    3. x_p = 1 / efficiency, per precision, and per precision kind as a fall-back.
     """
-    groups: dict[tuple[str, str, str], list[Run]] = {}
-    for run in all_runs:
-        if run.measured_tok_s > 0 and run.bandwidth_gbps > 0 and run.placement in ("cpu", "cuda:0", "mps:0"):
-            groups.setdefault((run.runtime, run.kind, run.device_kind), []).append(run)
-    eff: dict[tuple[str, str, str], float] = {}
-    fixed: dict[tuple[str, str], float] = {}
+    from advisor.costmodel.speed import cache_dtype
 
-    def spread(key: tuple[str, str, str]) -> float:
-        us = [r.bytes_per_token / r.bandwidth_gbps for r in groups[key]]
-        return (max(us) - min(us)) / max(us) if us else 0.0
+    usable = [
+        r
+        for r in all_runs
+        if r.measured_tok_s > 0 and r.bandwidth_gbps > 0 and r.placement in ("cpu", "cuda:0", "mps:0")
+    ]
 
-    for key in sorted(groups, key=lambda k: (k[1] != "float", -spread(k))):
-        runtime, _kind, device = key
-        group = groups[key]
-        # Per run: t = u * x + L * f, with u = bytes / bandwidth, x = 1/efficiency, f = fixed per layer.
-        us = [r.bytes_per_token / (r.bandwidth_gbps * 1e9) for r in group]
-        ls = [float(r.layers) for r in group]
+    def kv(r: Run) -> float:
+        return float((r.measured or {}).get("kv_elements") or 0.0)
+
+    def u(r: Run) -> float:
+        return r.bytes_per_token / (r.bandwidth_gbps * 1e9)
+
+    # 1. Context cost: slopes within (model, precision) series at several depths, pooled per cache dtype.
+    series: dict[tuple, list[Run]] = {}
+    for r in usable:
+        series.setdefault((r.runtime, r.device_kind, r.model, r.precision), []).append(r)
+    num: dict[tuple[str, str, str], float] = {}
+    den: dict[tuple[str, str, str], float] = {}
+    for (runtime, device, _model, precision), group in series.items():
+        ks = [kv(r) for r in group]
+        if len({round(k) for k in ks}) < 2:
+            continue
         ts = [1.0 / r.measured_tok_s for r in group]
-        known = fixed.get((runtime, device))
-        default_f = known if known is not None else FIXED_PER_LAYER.get((runtime, device), 0.3e-3)
-        x, f = _solve(us, ls, ts, default_f) if known is None else _solve_x(us, ls, ts, known)
+        mk, mt = sum(ks) / len(ks), sum(ts) / len(ts)
+        key = (runtime, cache_dtype(precision), device)
+        num[key] = num.get(key, 0.0) + sum((k - mk) * (t - mt) for k, t in zip(ks, ts, strict=True))
+        den[key] = den.get(key, 0.0) + sum((k - mk) ** 2 for k in ks)
+    context = {key: max(num[key] / den[key], 0.0) for key in num if den[key] > 0}
+
+    def rest(r: Run) -> float:
+        """Time a token less the context cost."""
+        c = context.get((r.runtime, cache_dtype(r.precision), r.device_kind))
+        if c is None:
+            c = CONTEXT_COST.get((r.runtime, cache_dtype(r.precision), r.device_kind), 0.0)
+        return 1.0 / r.measured_tok_s - kv(r) * c
+
+    # 2. Fixed cost per layer: from a precision measured on models of different shapes.
+    by_precision: dict[tuple[str, str, str], list[Run]] = {}
+    for r in usable:
+        by_precision.setdefault((r.runtime, r.precision, r.device_kind), []).append(r)
+    fixed: dict[tuple[str, str], float] = {}
+    for (runtime, _precision, device), group in sorted(by_precision.items(), key=lambda kv_: -len(kv_[1])):
+        ratios = {round(u(r) / r.layers, 12) for r in group}
+        if (runtime, device) in fixed or len({r.model for r in group}) < 2 or len(ratios) < 2:
+            continue
+        x, f = _solve([u(r) for r in group], [float(r.layers) for r in group], [rest(r) for r in group], 0.0)
+        if x is not None and f is not None:
+            fixed[(runtime, device)] = max(f, 0.0)
+
+    # 3. Efficiency per precision (and per kind), the fixed cost known.
+    eff: dict[tuple[str, str, str], float] = {}
+    kinds: dict[tuple[str, str, str], list[float]] = {}
+    for (runtime, precision, device), group in by_precision.items():
+        f = fixed.get((runtime, device), FIXED_PER_LAYER.get((runtime, device), 0.3e-3))
+        x, _ = _solve_x([u(r) for r in group], [float(r.layers) for r in group], [rest(r) for r in group], f)
         if x is None:
             continue
-        eff[key] = min(max(1.0 / x, 0.02), 1.5)
-        if known is None and f is not None:
-            fixed[(runtime, device)] = max(f, 0.0)
-    return Calibration(efficiency=eff, fixed_per_layer=fixed, runs=len(all_runs))
-
-
-def _solve_x(us: list[float], ls: list[float], ts: list[float], f: float) -> tuple[float | None, None]:
-    """Efficiency alone, the fixed cost known."""
-    suu = sum(u * u for u in us)
-    if suu <= 0:
-        return None, None
-    x = sum(u * (t - v * f) for u, v, t in zip(us, ls, ts, strict=True)) / suu
-    return (x if x > 0 else None), None
+        value = min(max(1.0 / x, 0.02), 1.5)
+        eff[(runtime, precision, device)] = value
+        kinds.setdefault((runtime, group[0].kind, device), []).append(value)
+    for key, values in kinds.items():
+        eff.setdefault(key, sum(values) / len(values))
+    # The slope of step 1 also holds reading the cache, which the bandwidth term already counts.
+    for key in list(context):
+        runtime, dtype, device = key
+        members = [r for r in usable if (r.runtime, cache_dtype(r.precision), r.device_kind) == key]
+        if members:
+            read = sum(
+                (4 if dtype == "fp32" else 2) / (r.bandwidth_gbps * 1e9 * eff.get((runtime, r.precision, device), 1.0))
+                for r in members
+            ) / len(members)
+            context[key] = max(context[key] - read, 0.0)
+    return Calibration(efficiency=eff, fixed_per_layer=fixed, context_cost=context, runs=len(all_runs))
 
 
 def _solve(us: list[float], ls: list[float], ts: list[float], default_f: float) -> tuple[float | None, float | None]:
-    """Solve t = u*x + l*f by least squares; fall back to the default f when the system is degenerate."""
+    """Solve t = u*x + l*f for (x, f) by least squares; (x, None) with f = default_f when degenerate."""
     suu = sum(u * u for u in us)
     sll = sum(v * v for v in ls)
     sul = sum(u * v for u, v in zip(us, ls, strict=True))
     sut = sum(u * t for u, t in zip(us, ts, strict=True))
     slt = sum(v * t for v, t in zip(ls, ts, strict=True))
     det = suu * sll - sul * sul
-    if len(us) >= 2 and det > 1e-12 * max(suu * sll, 1e-300):
+    if len(us) >= 2 and det > 1e-9 * max(suu * sll, 1e-300):
         x = (sut * sll - sul * slt) / det
         f = (suu * slt - sul * sut) / det
         if x > 0 and f >= 0:
             return x, f
-    # One run (or collinear runs): keep the fixed cost, solve the efficiency.
-    resid = [t - v * default_f for t, v in zip(ts, ls, strict=True)]
+    x, _ = _solve_x(us, ls, ts, default_f)
+    return x, None
+
+
+def _solve_x(us: list[float], ls: list[float], ts: list[float], f: float) -> tuple[float | None, None]:
+    """x alone, f known: least squares of t - l*f = u*x."""
+    suu = sum(u * u for u in us)
     if suu <= 0:
         return None, None
-    x = sum(u * r for u, r in zip(us, resid, strict=True)) / suu
-    if x <= 0:  # the fixed cost alone explains the time: the default is too high for this machine
-        x = sum(ts) / max(sum(us), 1e-300) * 0.5
-        return x, max(0.0, (sum(ts) - x * sum(us)) / max(sum(ls), 1.0))
-    return x, None
+    x = sum(u * (t - v * f) for u, v, t in zip(us, ls, ts, strict=True)) / suu
+    return (x if x > 0 else None), None
 
 
 def load_for(hw: Hardware, *, warnings: list[str] | None = None) -> Calibration:
@@ -362,5 +417,8 @@ def load_for(hw: Hardware, *, warnings: list[str] | None = None) -> Calibration:
 
 
 def defaults_table() -> dict[str, Any]:
-    return {"efficiency": {"/".join(k): v for k, v in EFFICIENCY.items()},
-            "fixed_per_layer_s": {"/".join(k): v for k, v in FIXED_PER_LAYER.items()}, "at": time.time()}
+    return {
+        "efficiency": {"/".join(k): v for k, v in EFFICIENCY.items()},
+        "fixed_per_layer_s": {"/".join(k): v for k, v in FIXED_PER_LAYER.items()},
+        "at": time.time(),
+    }

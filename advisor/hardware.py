@@ -44,7 +44,7 @@ from typing import Any
 import psutil
 
 from advisor.errors import AdvisorError, HardwareProbeError
-from advisor.paths import cache_dir
+from advisor.paths import cache_dir, set_aside
 from advisor.spec import Device, Hardware
 
 CACHE_FILE = "hardware.json"
@@ -1326,17 +1326,6 @@ def save_hardware(hw: Hardware, path: Path | None = None) -> Path:
     return path
 
 
-def _set_aside(path: Path) -> Path:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    target = path.with_name(f"{path.name}.corrupt-{stamp}")
-    n = 1
-    while target.exists():
-        target = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
-        n += 1
-    os.replace(path, target)
-    return target
-
-
 def _refresh_volatile(hw: Hardware) -> Hardware:
     """A cached profile with today's available RAM (cheap; bandwidths stay as measured)."""
     try:
@@ -1359,7 +1348,7 @@ def _read_cache(path: Path) -> tuple[Hardware | None, int | None, str | None]:
         return hw, data.get("schema"), None
     except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:  # UnicodeDecodeError too
         try:
-            aside = _set_aside(path)
+            aside = set_aside(path)
         except OSError as exc2:
             return None, None, f"The cached hardware profile was unreadable and could not be moved: {_err(exc2)}"
         return (
@@ -1369,6 +1358,20 @@ def _read_cache(path: Path) -> tuple[Hardware | None, int | None, str | None]:
         )
 
 
+# NOTE: a profile measured while others took a quarter of the CPU is re-measured on its next use.
+CONTENTION_REMEASURE = 0.25
+
+
+def _contended(hw: Hardware) -> bool:
+    cpu = hw.cpu
+    share = (cpu.details or {}).get("cpu_contention") if cpu is not None else None
+    return isinstance(share, (int, float)) and share >= CONTENTION_REMEASURE
+
+
+def _cpu_bandwidth(hw: Hardware) -> float:
+    return float(hw.cpu.bandwidth_gbps or 0.0) if hw.cpu is not None else 0.0
+
+
 def load_or_probe(refresh: bool = False) -> Hardware:
     """The cached profile if it was made on this machine, else a fresh `probe()` (then cached).
 
@@ -1376,7 +1379,8 @@ def load_or_probe(refresh: bool = False) -> Hardware:
     - a profile whose fingerprint (or schema) does not match this machine is re-measured;
     - a corrupt file is renamed to `hardware.json.corrupt-<UTC timestamp>` and re-measured,
       with a warning in the returned profile's notes (not in the saved one);
-    - available RAM is refreshed on every load; measured figures are kept.
+    - available RAM is refreshed on every load; measured figures are kept;
+    - a profile measured under heavy CPU contention is measured again, and the better one kept.
     """
     path = cache_path()
     warnings: list[str] = []
@@ -1385,7 +1389,16 @@ def load_or_probe(refresh: bool = False) -> Hardware:
         if warning:
             warnings.append(warning)
         if cached is not None and schema == SCHEMA and cached.fingerprint == machine_fingerprint():
-            return _refresh_volatile(cached)
+            if not _contended(cached):
+                return _refresh_volatile(cached)
+            # Measured while other work shared the CPU: measure again and keep the less disturbed
+            # profile (contention only ever lowers the figures).
+            fresh = probe()
+            hw = fresh if _cpu_bandwidth(fresh) >= _cpu_bandwidth(cached) else _refresh_volatile(cached)
+            if hw is fresh:
+                with contextlib.suppress(OSError):
+                    save_hardware(fresh, path)
+            return hw
     hw = probe()
     try:
         save_hardware(hw, path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import datetime, timezone
 from pathlib import Path
 
 
@@ -30,3 +31,23 @@ def data_dir() -> Path:
     here = Path(__file__).resolve().parent
     installed = here / "data"
     return installed if installed.is_dir() else here.parent / "data"
+
+
+def set_aside(path: Path, companions: tuple[str, ...] = ()) -> Path:
+    """Rename a corrupt state file to `<name>.corrupt-<UTC time>[-n]` (never delete what the user had);
+    files named `<name><suffix>` for each suffix in `companions` follow it. Returns the new path."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    target = path.with_name(f"{path.name}.corrupt-{stamp}")
+    n = 1
+    while target.exists():
+        target = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+        n += 1
+    os.replace(path, target)
+    for suffix in companions:
+        companion = path.with_name(path.name + suffix)
+        if companion.exists():
+            try:
+                os.replace(companion, target.with_name(target.name + suffix))
+            except OSError:
+                pass
+    return target

@@ -1,4 +1,4 @@
-"""The calibration fit: recovers known efficiencies and fixed costs from synthetic runs."""
+"""The calibration fit: recovers known efficiencies, fixed and context costs from synthetic runs."""
 
 from __future__ import annotations
 
@@ -8,55 +8,69 @@ from advisor import calibration as C
 from advisor.costmodel import speed as S
 
 
-def synthetic(eff: float, fixed: float, points: list[tuple[float, int]], bw: float = 20.0) -> list[C.Run]:
+def synthetic(
+    eff: float,
+    fixed: float,
+    points: list[tuple[str, float, int, float]],
+    *,
+    context: float = 0.0,
+    precision: str = "bf16",
+    kind: str = "float",
+    bw: float = 20.0,
+) -> list[C.Run]:
+    """Runs of (model, bytes per token, layers, cached K/V elements) timed by the model itself."""
     runs = []
-    for bytes_per_token, layers in points:
-        t = bytes_per_token / (bw * 1e9 * eff) + layers * fixed
+    for model, bytes_per_token, layers, kv in points:
+        t = bytes_per_token / (bw * 1e9 * eff) + layers * fixed + kv * context
         runs.append(
             C.Run(
                 fingerprint="fp",
-                model="m",
-                precision="bf16",
+                model=model,
+                precision=precision,
                 runtime="transformers",
-                kind="float",
+                kind=kind,
                 device_kind="cpu",
                 placement="cpu",
                 layers=layers,
                 bytes_per_token=bytes_per_token,
                 bandwidth_gbps=bw,
                 measured_tok_s=1 / t,
+                measured={"kv_elements": kv},
             )
         )
     return runs
 
 
-def test_fit_recovers_efficiency_and_fixed_cost():
-    runs = synthetic(0.6, 0.4e-3, [(2.7e8, 30), (5.4e8, 30), (7.2e8, 32), (1.4e9, 24)])
+def test_two_models_recover_efficiency_and_fixed_cost():
+    runs = synthetic(0.6, 0.4e-3, [("a", 2.7e8, 30, 0), ("a", 2.7e8, 30, 0), ("b", 7.2e8, 32, 0), ("c", 1.4e9, 24, 0)])
     cal = C.fit(runs)
-    assert cal.efficiency[("transformers", "float", "cpu")] == pytest.approx(0.6, rel=1e-6)
+    assert cal.efficiency[("transformers", "bf16", "cpu")] == pytest.approx(0.6, rel=1e-6)
     assert cal.fixed_per_layer[("transformers", "cpu")] == pytest.approx(0.4e-3, rel=1e-6)
 
 
-def test_one_run_keeps_default_fixed_cost():
-    default = S.FIXED_PER_LAYER[("transformers", "cpu")]
-    runs = synthetic(0.5, default, [(3e8, 30)])
-    cal = C.fit(runs)
-    assert cal.efficiency[("transformers", "float", "cpu")] == pytest.approx(0.5, rel=1e-6)
+def test_depths_give_the_context_cost():
+    pts = [("a", 2.7e8 + 2 * kv, 30, kv) for kv in (0.7e6, 5.9e6, 11.8e6)]
+    cal = C.fit(synthetic(0.6, S.FIXED_PER_LAYER[("transformers", "cpu")], pts, context=1.4e-9))
+    assert cal.context_cost[("transformers", "bf16", "cpu")] == pytest.approx(1.4e-9, rel=0.05)
+    # One model alone: the fixed cost stays the default and the efficiency absorbs the rest.
+    assert ("transformers", "cpu") not in cal.fixed_per_layer
+    assert cal.efficiency[("transformers", "bf16", "cpu")] == pytest.approx(0.6, rel=0.05)
 
 
-def test_calibration_marks_estimates_and_narrows_range():
-    runs = synthetic(0.6, 0.4e-3, [(2.7e8, 30), (5.4e8, 30)])
-    cal = C.fit(runs)
-    eff, calibrated = cal.eff("transformers", "float", "cpu")
-    assert calibrated and eff == pytest.approx(0.6)
-    _, default_flag = C.Calibration().eff("transformers", "float", "cpu")
+def test_kind_fallback_for_unmeasured_precision():
+    cal = C.fit(
+        synthetic(0.3, S.FIXED_PER_LAYER[("transformers", "cpu")], [("a", 1.2e8, 30, 0)], precision="int4", kind="bnb4")
+    )
+    eff, calibrated = cal.eff("transformers", "bnb4", "cpu", "int4-dq")
+    assert calibrated and eff == pytest.approx(0.3, rel=1e-6)
+    _, default_flag = C.Calibration().eff("transformers", "bnb4", "cpu", "int4-dq")
     assert not default_flag
     assert S.RANGE_CALIBRATED[1] - S.RANGE_CALIBRATED[0] < S.RANGE_UNCALIBRATED[1] - S.RANGE_UNCALIBRATED[0]
 
 
 def test_store_round_trip_and_corrupt_set_aside(tmp_path):
     db = tmp_path / "cal.sqlite"
-    for run in synthetic(0.6, 0.4e-3, [(3e8, 30)]):
+    for run in synthetic(0.6, 0.4e-3, [("a", 3e8, 30, 0)]):
         C.record(run, path=db)
     assert len(C.runs(path=db)) == 1
     db.write_bytes(b"this is not a database" * 100)

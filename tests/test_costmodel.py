@@ -135,7 +135,9 @@ def test_decode_seconds_formula(tiny):
     parts = S.bytes_per_token(tiny, "bf16", depth=100)
     eff = S.EFFICIENCY[("transformers", "float", "cpu")]
     fixed = S.FIXED_PER_LAYER[("transformers", "cpu")]
-    assert t == pytest.approx(sum(parts.values()) / (10e9 * eff) + 2 * fixed)
+    # Attention over the cache costs per cached element (128 per token of context here) by cache dtype.
+    context = S.CONTEXT_COST[("transformers", "bf16", "cpu")] * 128 * 100
+    assert t == pytest.approx(sum(parts.values()) / (10e9 * eff) + 2 * fixed + context)
     assert basis["calibrated"] is False
 
 

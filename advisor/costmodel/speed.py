@@ -85,19 +85,48 @@ RANGE_UNCALIBRATED = (0.70, 1.25)
 RANGE_CALIBRATED = (0.85, 1.15)
 
 
+# NOTE: seconds per cached K/V element per decode step, beyond reading it: attention over the
+# cache in transformers on the CPU (scores, softmax, mask building, DynamicCache's torch.cat
+# copy of each layer's cache every step) is compute- and copy-bound, and by the cache dtype.
+# Measured here with `advisor bench` of SmolLM2-135M at depths 64/512/1024 (decode time grows
+# 0.18 us (fp32), 0.53 us (bf16), 0.85 us (fp16) per layer per token of context, 384 K/V
+# elements each). On GPUs reading the cache dominates, which the bandwidth term already counts.
+CONTEXT_COST: dict[tuple[str, str, str], float] = {
+    ("transformers", "fp32", "cpu"): 0.47e-9,
+    ("transformers", "bf16", "cpu"): 1.38e-9,
+    ("transformers", "fp16", "cpu"): 2.2e-9,
+}
+
+
+def cache_dtype(precision: str) -> str:
+    """The dtype the KV cache holds: fp32 for fp32, fp16 for fp16, else bf16 (bitsandbytes computes in bf16)."""
+    return precision if precision in ("fp32", "fp16") else "bf16"
+
+
 @dataclass(frozen=True)
 class Calibration:
-    """This machine's measured efficiencies (from `advisor bench` runs), overriding the defaults."""
+    """This machine's measured efficiencies (from `advisor bench` runs), overriding the defaults.
+
+    Efficiencies are fitted per precision where that precision was measured, and per precision kind
+    (e.g. int4 for int4-dq) otherwise.
+    """
 
     efficiency: dict[tuple[str, str, str], float] = field(default_factory=dict)
     fixed_per_layer: dict[tuple[str, str], float] = field(default_factory=dict)
+    context_cost: dict[tuple[str, str, str], float] = field(default_factory=dict)
     runs: int = 0
 
-    def eff(self, runtime: str, kind: str, device: str) -> tuple[float, bool]:
-        key = (runtime, kind, device)
-        if key in self.efficiency:
-            return self.efficiency[key], True
-        return EFFICIENCY.get(key, 0.5), False
+    def eff(self, runtime: str, kind: str, device: str, precision: str | None = None) -> tuple[float, bool]:
+        for key in ((runtime, precision, device), (runtime, kind, device)):
+            if key in self.efficiency:
+                return self.efficiency[key], True
+        return EFFICIENCY.get((runtime, kind, device), 0.5), False
+
+    def context(self, runtime: str, precision: str, device: str) -> tuple[float, bool]:
+        key = (runtime, cache_dtype(precision), device)
+        if key in self.context_cost:
+            return self.context_cost[key], True
+        return CONTEXT_COST.get(key, 0.0), False
 
     def fixed(self, runtime: str, device: str) -> tuple[float, bool]:
         key = (runtime, device)
@@ -292,9 +321,11 @@ def decode_seconds(
             seconds += t
             calibrated &= cal_f
             continue
-        eff, cal_e = calibration.eff(prec.runtime, prec.kind, compute_kind)
+        eff, cal_e = calibration.eff(prec.runtime, prec.kind, compute_kind, precision)
         bw = _device_bandwidth(dev, precision)
         fixed, cal_f = calibration.fixed(prec.runtime, compute_kind)
+        per_element, _ = calibration.context(prec.runtime, precision, compute_kind)
+        kv_elements = parts["kv_cache"] / M.cache_dtype_bytes(precision) * n / total_layers
         t = read / (bw * eff * GB) if bw > 0 else math.inf
         tokens = batch * tokens_in_pass
         if tokens > 1:
@@ -303,13 +334,14 @@ def decode_seconds(
             peak = _matmul_tflops(dev, precision) * 1e12 * MATMUL_EFFICIENCY.get(compute_kind, 0.5)
             flops = 2 * spec.active_params * tokens * (n / total_layers)
             t = max(t, flops / peak if peak > 0 else 0.0)
-        t += fixed * n
+        t += fixed * n + kv_elements * per_element
         per_device[label] = {
             "bytes": int(read),
             "bandwidth_gbps": bw,
             "bandwidth_source": dev.bandwidth_source,
             "efficiency": eff,
             "fixed_s_per_layer": fixed,
+            "context_s": kv_elements * per_element,
             "seconds": t,
         }
         seconds += t
@@ -362,7 +394,7 @@ def prefill_seconds(
         if precision == "fp32" and dev.kind != "cpu":
             mm_eff *= 0.25  # NOTE: fp32 on tensor-core GPUs runs at ~1/4 of the 16-bit rate (TF32 off)
         compute = flops / (peak * mm_eff) if peak > 0 else math.inf
-        eff, _ = calibration.eff(prec.runtime, prec.kind, dev.kind)
+        eff, _ = calibration.eff(prec.runtime, prec.kind, dev.kind, precision)
         bw = _device_bandwidth(dev, precision)
         stream = weight_read * share / (bw * eff * GB) if bw > 0 else math.inf
         fixed, _ = calibration.fixed(prec.runtime, dev.kind)

@@ -1,0 +1,45 @@
+"""A hardware profile measured while other work shared the CPU is measured again on its next use."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from advisor import hardware
+
+
+def with_cpu(hw, bandwidth, contention):
+    cpu = hw.cpu
+    details = {**cpu.details, "cpu_contention": contention}
+    new_cpu = dataclasses.replace(cpu, bandwidth_gbps=bandwidth, details=details)
+    return dataclasses.replace(hw, devices=tuple(new_cpu if d is cpu else d for d in hw.devices))
+
+
+def test_contended_profile_is_remeasured_and_better_kept(_probed_hardware, monkeypatch):
+    hardware.save_hardware(with_cpu(_probed_hardware, 5.0, 0.6))
+    calls = []
+
+    def fresh_probe(**kwargs):
+        calls.append(1)
+        return with_cpu(_probed_hardware, 20.0, 0.0)
+
+    monkeypatch.setattr(hardware, "probe", fresh_probe)
+    hw = hardware.load_or_probe()
+    assert calls and hw.cpu.bandwidth_gbps == 20.0
+    # The quiet profile replaced the contended one: the next load measures nothing.
+    assert hardware.load_or_probe().cpu.bandwidth_gbps == 20.0 and len(calls) == 1
+
+
+def test_contended_remeasure_keeps_the_less_disturbed(_probed_hardware, monkeypatch):
+    hardware.save_hardware(with_cpu(_probed_hardware, 18.0, 0.3))
+    monkeypatch.setattr(hardware, "probe", lambda **kw: with_cpu(_probed_hardware, 9.0, 0.7))
+    assert hardware.load_or_probe().cpu.bandwidth_gbps == 18.0
+
+
+def test_quiet_profile_is_used_as_is(_probed_hardware, monkeypatch):
+    hardware.save_hardware(with_cpu(_probed_hardware, 21.0, 0.01))
+
+    def boom(**kwargs):
+        raise AssertionError("a quiet cached profile must not be measured again")
+
+    monkeypatch.setattr(hardware, "probe", boom)
+    assert hardware.load_or_probe().cpu.bandwidth_gbps == 21.0
