@@ -205,7 +205,8 @@ def bench_precision(
     row = BenchRow(precision)
     runs: list[C.Run] = []
     context = max(plan.depths) + plan.new_tokens
-    prompt = max(plan.prompt_lengths)
+    # The decode runs prefill `depth` tokens in one pass: the largest prefill sets the activation peak.
+    prompt = max(*plan.prompt_lengths, *plan.depths)
     placement = S.plan(spec, precision, hw, context=context, prompt_tokens=prompt)
     mem_est = M.estimate(spec, precision, context=context, device_kind=_main_kind(hw), prompt_tokens=prompt)
     row.placement = placement.label
