@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from advisor.costmodel.speed import CONTEXT_COST, EFFICIENCY, FIXED_PER_LAYER, Calibration
+from advisor.costmodel.speed import CONTEXT_COST, FIXED_PER_LAYER, Calibration
 from advisor.errors import AdvisorError
 from advisor.paths import cache_dir, set_aside
 from advisor.spec import Hardware
@@ -414,11 +414,3 @@ def load_for(hw: Hardware, *, warnings: list[str] | None = None) -> Calibration:
         if warnings is not None:
             warnings.append(f"{exc} The default efficiencies are used.")
         return Calibration()
-
-
-def defaults_table() -> dict[str, Any]:
-    return {
-        "efficiency": {"/".join(k): v for k, v in EFFICIENCY.items()},
-        "fixed_per_layer_s": {"/".join(k): v for k, v in FIXED_PER_LAYER.items()},
-        "at": time.time(),
-    }

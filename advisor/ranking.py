@@ -3,7 +3,6 @@ HF cache, what an assistant model buys, and how many GPUs a model too big for on
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -178,4 +177,4 @@ def _largest_divisor(heads: int, kv_heads: int, limit: int) -> int:
     tp = 1
     while tp * 2 <= limit and heads % (tp * 2) == 0 and (kv_heads % (tp * 2) == 0 or (tp * 2) % kv_heads == 0):
         tp *= 2
-    return tp if math.isfinite(tp) else 1
+    return tp

@@ -27,10 +27,8 @@ def candidate_precisions(spec: ModelSpec, requested: Iterable[str] | None = None
     if spec.quantization and spec.quantization.startswith("gguf"):
         # The file whose header was read, then every other quantization the repo or folder holds.
         names.insert(0, P.GGUF_FILE)
-        read = [
-            n for n, total in groups.items() if spec.checkpoint_bytes and 0 <= total - spec.checkpoint_bytes < 2**28
-        ]
-        others = [n for n in groups if n not in read[:1]]
+        read = M.gguf_read_file(spec)
+        others = [n for n in groups if n != read]
         names[1:1] = [P.GGUF_PREFIX + n for n in sorted(others, key=groups.get)]
     return names
 

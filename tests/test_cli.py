@@ -105,13 +105,14 @@ def test_table_output_names_recommendation():
     assert "Recommended:" in result.output and "Why:" in result.output and "basis:" in result.output
 
 
+def qwen7_on_64gb(bandwidth_gbps: int, *extra: str) -> dict:
+    """recommend Qwen2.5-7B-Instruct on a hypothetical 64 GB machine of the given bandwidth, as JSON."""
+    args = ("--memory-gb", "64", "--bandwidth-gbps", str(bandwidth_gbps), "--json", *extra)
+    return json_of(run("recommend", "Qwen/Qwen2.5-7B-Instruct", *args))
+
+
 def test_hypothetical_bandwidth_changes_speed():
-    slow = json_of(
-        run("recommend", "Qwen/Qwen2.5-7B-Instruct", "--memory-gb", "64", "--bandwidth-gbps", "100", "--json")
-    )
-    fast = json_of(
-        run("recommend", "Qwen/Qwen2.5-7B-Instruct", "--memory-gb", "64", "--bandwidth-gbps", "400", "--json")
-    )
+    slow, fast = qwen7_on_64gb(100), qwen7_on_64gb(400)
     s = {o["precision"]: o["decode_tok_s"] for o in slow["options"]}
     f = {o["precision"]: o["decode_tok_s"] for o in fast["options"]}
     assert 2.5 < f["bf16"] / s["bf16"] < 4.0  # bandwidth-bound, less the fixed per-layer cost
@@ -223,32 +224,8 @@ def test_plot_writes_png(tmp_path):
 
 
 def test_min_tok_s_changes_pick():
-    relaxed = json_of(
-        run(
-            "recommend",
-            "Qwen/Qwen2.5-7B-Instruct",
-            "--memory-gb",
-            "64",
-            "--bandwidth-gbps",
-            "100",
-            "--json",
-            "--min-tok-s",
-            "1",
-        )
-    )
-    strict = json_of(
-        run(
-            "recommend",
-            "Qwen/Qwen2.5-7B-Instruct",
-            "--memory-gb",
-            "64",
-            "--bandwidth-gbps",
-            "100",
-            "--json",
-            "--min-tok-s",
-            "15",
-        )
-    )
+    relaxed = qwen7_on_64gb(100, "--min-tok-s", "1")
+    strict = qwen7_on_64gb(100, "--min-tok-s", "15")
     # At 100 GB/s bf16 (15 GB) runs ~5 tok/s: a 15 tok/s floor forces a smaller format.
     assert relaxed["recommended"]["precision"] in ("fp32", "bf16")
     assert strict["recommended"]["quality_rank"] < relaxed["recommended"]["quality_rank"]

@@ -213,6 +213,21 @@ def gguf_groups(files: dict[str, int]) -> dict[str, int]:
     return {parts[0]: sum(files[p] for p in parts) for parts in groups.values()}
 
 
+# NOTE: a GGUF header (metadata, tokenizer) stays well under 256 MiB; the file whose size exceeds the
+# tensor bytes read from a header by less than that is the file the header came from.
+GGUF_HEADER_MAX = 256 * MiB
+
+
+def gguf_read_file(spec: ModelSpec) -> str | None:
+    """Among the GGUF models in `spec.files`, the one whose header the spec was read from."""
+    if not spec.checkpoint_bytes:
+        return None
+    return next(
+        (n for n, total in gguf_groups(spec.files).items() if 0 <= total - spec.checkpoint_bytes < GGUF_HEADER_MAX),
+        None,
+    )
+
+
 def _gguf_sibling_bytes(spec: ModelSpec, params: ParamBreakdown, precision: str) -> WeightBytes:
     """Another quantization in the same repo: its file size less a header as large as the one read
     (the header is metadata and tokenizer, the same in every quantization of a model)."""
@@ -222,10 +237,7 @@ def _gguf_sibling_bytes(spec: ModelSpec, params: ParamBreakdown, precision: str)
     shape = _gguf_weight_bytes(spec, params, P.get(precision))
     if size is None:
         return shape
-    read_file = next(
-        (n for n, total in groups.items() if spec.checkpoint_bytes and 0 <= total - spec.checkpoint_bytes < 256 * MiB),
-        None,
-    )
+    read_file = gguf_read_file(spec)
     header = groups[read_file] - spec.checkpoint_bytes if read_file else 0
     real = max(size - header, 1)
     scale = real / shape.total if shape.total else 1.0
