@@ -228,7 +228,10 @@ def bench_precision(
         speed = warm.decode_tok_s or 1.0
         new_tokens = int(min(plan.new_tokens, max(8, speed * plan.seconds_per_run)))
 
-        with runtime.PeakMemory() as run_mem:
+        # File pages count where they hold weights (a zero-copy load), not where the load left the
+        # checkpoint mapped beside quantized copies of it.
+        file_pages = load_mem.start_shared + loaded.mapped_weight_bytes
+        with runtime.PeakMemory(baseline_shared=file_pages) as run_mem:
             for length in plan.prompt_lengths:
                 progress(f"{precision}: prefill {length} tokens")
                 ids = _prompt_ids(tok, length)
@@ -282,7 +285,7 @@ def bench_precision(
             if quality:
                 progress(f"{precision}: perplexity")
                 row.perplexity = perplexity(loaded)
-        peak = max(load_mem.peak, run_mem.peak)
+        peak = max(load_mem.peak + loaded.mapped_weight_bytes, run_mem.peak)
         cuda = run_mem.cuda_peaks()
         if cuda:
             measured_peak = cuda["cuda_max_reserved"] + M.CUDA_CONTEXT

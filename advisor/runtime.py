@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from advisor import precision as P
+from advisor.costmodel import memory as M
 from advisor.errors import AdvisorError, ModelNotFoundError, NetworkError, RuntimeLoadError
 from advisor.paths import cache_dir
 
@@ -59,6 +60,9 @@ class LoadedModel:
     weight_bytes: int  # bytes the loaded weights really hold (quantization states included)
     placement: str = ""
     info: dict[str, Any] = field(default_factory=dict)
+    # Weights that stay in the checkpoint's memory map (a load in the file's own dtype is zero-copy):
+    # file-backed pages, which a process sampler must count as the model's memory all the same.
+    mapped_weight_bytes: int = 0
 
 
 def embedded_gguf() -> Path:
@@ -224,16 +228,43 @@ def load_kwargs(precision: str, *, compute: str = "bf16") -> dict[str, Any]:
 def held_weight_bytes(model) -> int:
     """Bytes the loaded weights hold: every tensor of the state dict once (tied tensors, bitsandbytes
     scales and quantization maps included)."""
+    return sum(t.numel() * t.element_size() for t in _unique_tensors(model))
+
+
+def _unique_tensors(model) -> Iterator[Any]:
     seen: set[tuple] = set()
-    total = 0
     for tensor in model.state_dict().values():
-        if not hasattr(tensor, "data_ptr"):
+        if not hasattr(tensor, "data_ptr") or tensor.device.type == "meta":
             continue
         key = (str(tensor.device), tensor.data_ptr(), tensor.numel(), str(tensor.dtype))
-        if key in seen or tensor.device.type == "meta":
+        if key not in seen:
+            seen.add(key)
+            yield tensor
+
+
+def mapped_weight_bytes(model) -> int:
+    """Bytes of the model's CPU tensors that live in a memory-mapped file (the checkpoint), not in
+    memory the process allocated. 0 where the process's mappings cannot be read."""
+    import bisect
+
+    import psutil
+
+    try:
+        maps = psutil.Process().memory_maps(grouped=False)
+    except (psutil.Error, OSError, NotImplementedError):
+        return 0
+    ranges = sorted(
+        tuple(int(x, 16) for x in m.addr.split("-")) for m in maps if m.path.startswith("/") and "-" in m.addr
+    )
+    starts = [r[0] for r in ranges]
+    total = 0
+    for tensor in _unique_tensors(model):
+        if tensor.device.type != "cpu" or tensor.numel() == 0:
             continue
-        seen.add(key)
-        total += tensor.numel() * tensor.element_size()
+        ptr = tensor.data_ptr()
+        i = bisect.bisect_right(starts, ptr) - 1
+        if i >= 0 and ptr < ranges[i][1]:
+            total += tensor.numel() * tensor.element_size()
     return total
 
 
@@ -311,6 +342,7 @@ def load(
         load_seconds=seconds,
         weight_bytes=held_weight_bytes(model),
         placement=placement,
+        mapped_weight_bytes=mapped_weight_bytes(model),
     )
 
 
@@ -417,9 +449,16 @@ def generate(
         kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
     if assistant is not None:
         kwargs["assistant_model"] = assistant.model
+    on_cpu = device.type == "cpu"
+    if on_cpu and input_ids.shape[1] > M.CPU_PREFILL_CHUNK:
+        # A long prompt is prefilled in chunks, like llama.cpp's micro-batches: the activations (and
+        # the freed buffers the allocator keeps) scale with the chunk, not with the prompt.
+        kwargs["prefill_chunk_size"] = M.CPU_PREFILL_CHUNK
     with torch.inference_mode(), quiet():
         out = model.generate(input_ids, **kwargs)
     total = time.perf_counter() - start
+    if on_cpu:
+        release_freed_memory()  # the prefill's freed buffers go back, so one long prompt does not keep them
     new = out.sequences.shape[1] - input_ids.shape[1]
     cache = getattr(out, "cache", None) if "cache" in getattr(out, "keys", dict)() else None
     if cache is None:
@@ -480,17 +519,21 @@ class PeakMemory:
     before (library code): file pages of a memory-mapped checkpoint are left out, because
     transformers may keep the safetensors file mapped after loading (it does for bitsandbytes
     loads) and the kernel drops those clean pages under pressure. `peak_rss` is the raw figure.
+
+    `baseline_shared` is the file-backed memory to count (default: what is mapped now); a sampler
+    started after loading passes the figure from before loading, so the checkpoint pages that the
+    load mapped are not counted as the run's memory.
     """
 
-    def __init__(self, interval: float = 0.005):
+    def __init__(self, interval: float = 0.005, *, baseline_shared: int | None = None):
         import psutil
 
         self._proc = psutil.Process()
         self.interval = interval
         info = self._proc.memory_info()
-        self.start_shared = getattr(info, "shared", 0)
+        self.start_shared = getattr(info, "shared", 0) if baseline_shared is None else baseline_shared
         self.peak_rss = info.rss
-        self.peak_anon = info.rss - self.start_shared
+        self.peak_anon = info.rss - getattr(info, "shared", 0)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 

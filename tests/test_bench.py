@@ -175,3 +175,43 @@ def test_calibration_cli_show_and_clear(seeded_hw):
     cleared = CliRunner().invoke(cli, ["calibration", "clear", "--yes"], catch_exceptions=False)
     assert "deleted 1 runs" in cleared.output
     assert C.runs() == []
+
+
+def test_long_prompt_prefills_in_chunks_on_cpu(tiny_source, monkeypatch):
+    loaded = runtime.load(tiny_source, "fp32")
+    try:
+        ids = runtime_ids(loaded, 40)
+        whole = runtime.generate(loaded, ids, max_new_tokens=5, exact_length=True)
+        seen = []
+        real = loaded.model.generate
+
+        def spy(*args, **kwargs):
+            seen.append(kwargs.get("prefill_chunk_size"))
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(loaded.model, "generate", spy)
+        monkeypatch.setattr(M, "CPU_PREFILL_CHUNK", 16)
+        chunked = runtime.generate(loaded, ids, max_new_tokens=5, exact_length=True)
+        runtime.generate(loaded, ids[:, :10], max_new_tokens=2)
+    finally:
+        runtime.free(loaded)
+    assert seen == [16, None]  # only a prompt longer than the chunk is split
+    assert chunked.output_ids.tolist() == whole.output_ids.tolist()
+    assert chunked.kv_bytes == whole.kv_bytes
+
+
+def test_peak_memory_leaves_out_file_pages_mapped_after_its_baseline(tmp_path):
+    import mmap
+
+    import psutil
+
+    before = psutil.Process().memory_info().shared
+    path = tmp_path / "checkpoint.bin"
+    size = 64 * 2**20
+    path.write_bytes(b"\1" * size)
+    with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+        assert sum(mapped[i] for i in range(0, size, 4096)) == size // 4096  # every page resident
+        with runtime.PeakMemory() as counted_now, runtime.PeakMemory(baseline_shared=before) as from_before:
+            pass
+    assert counted_now.peak - from_before.peak > size // 2  # the mapped file counts only in the first
+    assert from_before.peak == from_before.peak_anon + before

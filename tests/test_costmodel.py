@@ -212,3 +212,43 @@ def test_assisted_generation_helps_dense_hurts_wide_moe():
     # Verifying 5 tokens reads far more of a 160-expert model than one token does.
     assert res_moe["verify_step_s"] > 2 * res_moe["target_step_s"]
     assert res_moe["speedup"] < res["speedup"]
+
+
+def test_prefill_overhead_by_hand_int8_on_cpu(tiny):
+    # 100 prompt tokens, one chunk. Live: 6 hidden- and 3 intermediate-wide bf16 tensors a token, the
+    # 100 x 100 boolean mask, one row of fp32 logits; LLM.int8's CPU matmul adds 14 bytes per output of
+    # the widest layer and 8 per hidden input element. glibc's slack doubles the live bytes; it keeps
+    # a tenth of every layer's matmul temporaries (18 bytes per output row, 10 per input column).
+    live = 100 * (6 * 64 + 3 * 128) * 2 + 100 * 100 + 1000 * 4 + 100 * (128 * 14 + 64 * 8)
+    outs, ins = ROWS // 2, 6 * 64 + 128
+    retained = int(0.10 * 2 * 100 * (18 * outs + 10 * ins))
+    got = M.overhead_bytes(tiny, "int8", device_kind="cpu", prompt_tokens=100)
+    base = M.CPU_RUNTIME_BASE + M.BNB_CPU_EXTRA  # the bitsandbytes library is loaded too
+    assert got == base + int(live * M.CPU_ALLOCATOR_SLACK) + retained
+
+
+def test_cpu_prefill_is_chunked_gpu_is_not(tiny):
+    chunk = M.CPU_PREFILL_CHUNK
+    assert M.prefill_chunk(10 * chunk, device_kind="cpu") == chunk
+    assert M.prefill_chunk(100, device_kind="cpu") == 100
+    assert M.prefill_chunk(10 * chunk, device_kind="cuda") == 10 * chunk
+
+    def acts(kind, prompt):
+        base = M.CPU_RUNTIME_BASE if kind == "cpu" else M.CUDA_CONTEXT
+        return M.overhead_bytes(tiny, "bf16", device_kind=kind, prompt_tokens=prompt) - base
+
+    # On the CPU a 10x longer prompt only widens the chunk's mask (chunk x prompt booleans).
+    cpu_growth = acts("cpu", 10 * chunk) - acts("cpu", chunk)
+    assert cpu_growth == int(chunk * 9 * chunk * M.CPU_ALLOCATOR_SLACK)
+    # On a GPU the whole prompt goes through at once: activations scale with it.
+    assert acts("cuda", 10 * chunk) > 9 * acts("cuda", chunk)
+
+
+def test_int8_temporaries_cost_more_on_cpu_than_on_gpu(tiny):
+    def extra(kind):
+        return M.overhead_bytes(tiny, "int8", device_kind=kind, prompt_tokens=256) - M.overhead_bytes(
+            tiny, "bf16", device_kind=kind, prompt_tokens=256
+        )
+
+    assert extra("cuda") == 256 * 128 * 6  # int32 product + 16-bit output of the widest matmul
+    assert extra("cpu") > 5 * extra("cuda")

@@ -20,10 +20,26 @@ MiB = 1024**2
 BNB4_BLOCK = 64
 BNB4_NESTED_BLOCK = 256
 
-# NOTE: process baseline on CPU: `import torch, transformers` is 325 MiB RSS with torch 2.13 CPU and
-# transformers 5.24 (measured on the 2-core CI machine); the tokenizer, generation buffers and the
-# allocator's slack add ~100 MiB in `advisor bench` runs of SmolLM2-135M.
-CPU_RUNTIME_BASE = 420 * MiB
+# NOTE: process baseline on CPU: `import torch, transformers` is 245 MiB RSS with torch 2.13 CPU and
+# transformers 5.24 (measured on the 2-core CI machine); the model classes, tokenizer and generation
+# buffers bring a loaded process to ~295 MiB besides weights, KV cache and prefill activations
+# (bench of SmolLM2-135M in fp32/bf16/fp16 and a 360M model in bf16: 292-295 MiB).
+CPU_RUNTIME_BASE = 295 * MiB
+# NOTE: a bitsandbytes load adds its library: `import bitsandbytes` is +116 MiB RSS over torch and
+# transformers alone, about half of it modules a float load imports too (bench of SmolLM2-135M in
+# nf4 and LLM.int8: +50-70 MiB over the float runs).
+BNB_CPU_EXTRA = 60 * MiB
+# NOTE: advisor's runtime prefills prompts longer than this in chunks on the CPU (transformers'
+# `prefill_chunk_size`), as llama.cpp does with n_ubatch: activations scale with the chunk, and
+# the speed of a 1024-token prefill did not change (int8, bf16 SmolLM2-135M on the CI machine).
+CPU_PREFILL_CHUNK = 512
+# NOTE: glibc malloc keeps the freed buffers of a prefill resident (small freed chunks in its
+# per-thread cache stop large ones from merging): one pass grew the process by 1.6-2.4x (mean 2.0)
+# the live activations modelled below, for fp32, bf16 and nf4 on SmolLM2-135M and a 360M model
+# at 128-1024 tokens (glibc 2.36). `runtime.generate` hands them back after each generation.
+CPU_ALLOCATOR_SLACK = 2.0
+# NOTE: see LLM.int8 in `overhead_bytes`: the fraction of its matmul temporaries glibc keeps.
+BNB8_CPU_RETAINED = 0.10
 # NOTE: CUDA context + cuBLAS/cuDNN workspaces held by a torch process on the GPU: 300-600 MiB on
 # Ampere/Hopper with lazy module loading (torch issue #20532 and nvidia-smi readings); 500 MiB
 # is the middle. MPS has no separate context.
@@ -272,6 +288,27 @@ def kv_cache_bytes(
     return int(per_token * batch * dtype_bytes)
 
 
+def _bnb8_sums(spec: ModelSpec, hidden: int, inter: int) -> tuple[int, int]:
+    """Per decoder layer, the summed out_features and in_features of the layers LLM.int8 replaces."""
+    layers = spec.num_layers or 1
+    p = spec.params
+    if p is not None and p.linear_rows:
+        outs = p.linear_rows // layers
+    else:
+        kv_width = (spec.num_kv_heads or spec.num_attention_heads or 1) * (spec.head_dim or 0) or hidden
+        outs = 2 * hidden + 2 * kv_width + 3 * inter
+    mlp_quantized = not spec.is_moe or (p is not None and p.routed_experts_linear > 0)
+    ins = 6 * hidden + inter if mlp_quantized else 4 * hidden
+    return outs, ins
+
+
+def prefill_chunk(prompt_tokens: int, *, device_kind: str, runtime: str = "transformers") -> int:
+    """Tokens one forward pass takes: advisor's runtime prefills long prompts in chunks on the CPU."""
+    if runtime == "transformers" and device_kind == "cpu":
+        return max(1, min(prompt_tokens, CPU_PREFILL_CHUNK))
+    return max(1, prompt_tokens)
+
+
 def overhead_bytes(
     spec: ModelSpec, precision: str, *, device_kind: str, prompt_tokens: int = 512, batch: int = 1
 ) -> int:
@@ -286,18 +323,41 @@ def overhead_bytes(
         # included (~260 MiB for a 128k vocabulary at n_ubatch 512, as llama.cpp prints at load).
         compute = ubatch * (vocab + 4 * hidden + 2 * inter) * 4
         return LLAMA_CPP_BASE + compute
-    base = CUDA_CONTEXT if device_kind == "cuda" else CPU_RUNTIME_BASE if device_kind == "cpu" else 0
+    on_cpu = device_kind == "cpu"
+    base = CUDA_CONTEXT if device_kind == "cuda" else CPU_RUNTIME_BASE if on_cpu else 0
+    if on_cpu and prec.kind in ("bnb4", "bnb8"):
+        base += BNB_CPU_EXTRA
     act_bytes = 4 if precision == "fp32" else 2
-    tokens = prompt_tokens * batch
+    chunk = prefill_chunk(prompt_tokens, device_kind=device_kind)
+    tokens = chunk * batch
     # NOTE: peak prefill activations in one decoder layer: residual, normed input, q/k/v/out
     # (~6 hidden-wide tensors) and the MLP's gate, up and product (3 intermediate-wide), plus
-    # the boolean causal mask SDPA receives; the logits of the last position only (generate()
-    # passes logits_to_keep=1) in fp32.
-    acts = tokens * (6 * hidden + 3 * inter) * act_bytes + tokens * prompt_tokens + batch * vocab * 4
-    # bitsandbytes dequantizes one weight matrix at a time for matmuls on the CPU.
-    if prec.kind in ("bnb4", "bnb8"):
-        acts += hidden * inter * act_bytes
-    return int(base + acts)
+    # the boolean causal mask SDPA receives (chunk x prompt); the logits of the last position
+    # only (generate() passes logits_to_keep=1) in fp32.
+    live = tokens * (6 * hidden + 3 * inter) * act_bytes + tokens * prompt_tokens + batch * vocab * 4
+    retained = 0
+    if prec.kind == "bnb4":
+        # bitsandbytes dequantizes one weight matrix at a time for 4-bit matmuls over many tokens.
+        live += hidden * inter * act_bytes
+    elif prec.kind == "bnb8":
+        outs, ins = _bnb8_sums(spec, hidden, inter)
+        widest = max(inter, hidden)
+        if on_cpu:
+            # NOTE: LLM.int8 on the CPU (bitsandbytes 0.50 backends/default/ops.py): each matmul
+            # holds an int32 product, two fp32 tensors of `int8_mm_dequant` and its 16-bit output
+            # (14 bytes per output element); quantizing the input makes a float16 copy, its abs,
+            # the scaled copy (2 bytes each) and the int8 result with the outlier mask (1 each).
+            live += tokens * (widest * 14 + hidden * 8)
+            # NOTE: every matmul allocates 18 bytes per output and 10 per input element; glibc keeps
+            # about a tenth of that volume resident across the layers of one pass (measured on
+            # SmolLM2-135M and a 360M model at 128-1024 tokens: 8.6% and 11.4%).
+            retained = int(BNB8_CPU_RETAINED * (spec.num_layers or 1) * tokens * (18 * outs + 10 * ins))
+        else:
+            # cuBLASLt's int32 product and the dequantized 16-bit output of the widest matmul.
+            live += tokens * widest * 6
+    if on_cpu:
+        live = int(live * CPU_ALLOCATOR_SLACK)
+    return int(base + live + retained)
 
 
 def estimate(
