@@ -285,14 +285,20 @@ def bench_precision(
             if quality:
                 progress(f"{precision}: perplexity")
                 row.perplexity = perplexity(loaded)
-        peak = max(load_mem.peak + loaded.mapped_weight_bytes, run_mem.peak)
         cuda = run_mem.cuda_peaks()
         if cuda:
-            measured_peak = cuda["cuda_max_reserved"] + M.CUDA_CONTEXT
+            measured_peak, _basis = gpu_peak(cuda, run_mem.nvml_peaks)
             row.comparisons.append(Comparison("peak_memory", measured_peak, mem_est.total_bytes, "bytes"))
+            row.comparisons.append(Comparison("cuda_max_allocated", cuda["cuda_max_allocated"], None, "bytes"))
+            row.comparisons.append(Comparison("cuda_max_reserved", cuda["cuda_max_reserved"], None, "bytes"))
+            if run_mem.nvml_peaks:
+                row.comparisons.append(Comparison("nvml_process_peak", sum(run_mem.nvml_peaks.values()), None, "bytes"))
         else:
-            row.comparisons.append(Comparison("peak_memory", run_mem.peak, mem_est.total_bytes, "bytes"))
-            row.comparisons.append(Comparison("peak_memory_load", peak, None, "bytes"))
+            # The process's peak over loading and running: what the machine must have free.
+            load_peak = load_mem.peak + loaded.mapped_weight_bytes
+            peak = max(load_peak, run_mem.peak)
+            row.comparisons.append(Comparison("peak_memory", peak, mem_est.total_bytes, "bytes"))
+            row.comparisons.append(Comparison("peak_memory_load", load_peak, None, "bytes"))
         overhead_measured = row.get("peak_memory").measured - loaded.weight_bytes - kv_measured
         row.comparisons.append(Comparison("overhead", overhead_measured, mem_est.overhead_bytes, "bytes"))
     except KeyboardInterrupt:
@@ -313,6 +319,14 @@ def bench_precision(
     finally:
         runtime.free(loaded)
     return row, runs
+
+
+def gpu_peak(cuda: dict[str, int], nvml: dict[int, int]) -> tuple[int, str]:
+    """The GPU memory a run needed: NVML's figure for this process where it tells (CUDA context and
+    every pool included, as nvidia-smi shows), else torch's reserved peak plus a typical context."""
+    if nvml:
+        return sum(nvml.values()), "NVML (this process)"
+    return cuda["cuda_max_reserved"] + M.CUDA_CONTEXT, "torch's reserved peak + the CUDA context estimate"
 
 
 def _child(conn, args: dict) -> None:

@@ -262,6 +262,48 @@ def _nvml_call(fn, *args, default=None):
         return default
 
 
+class NvmlProcessMemory:
+    """GPU memory one process holds on each NVIDIA GPU, as NVML counts it (what nvidia-smi shows:
+    the CUDA context and every allocator's pool included). Serves bench's GPU peak; `read()` never
+    raises and leaves out GPUs where NVML does not tell (MIG, other PID namespaces)."""
+
+    def __init__(self, pid: int):
+        import pynvml
+
+        self._nvml = pynvml
+        self.pid = pid
+        pynvml.nvmlInit()
+        try:
+            self._handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
+        except Exception:
+            pynvml.nvmlShutdown()
+            raise
+
+    def read(self) -> dict[int, int]:
+        used: dict[int, int] = {}
+        for index, handle in enumerate(self._handles):
+            for getter in ("nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetGraphicsRunningProcesses"):
+                fn = getattr(self._nvml, getter, None)
+                for proc in (_nvml_call(fn, handle, default=None) if fn else None) or ():
+                    nbytes = getattr(proc, "usedGpuMemory", None)
+                    if getattr(proc, "pid", None) == self.pid and isinstance(nbytes, int) and nbytes > 0:
+                        used[index] = max(used.get(index, 0), nbytes)
+        return used
+
+    def close(self) -> None:
+        _nvml_call(self._nvml.nvmlShutdown)
+
+
+def nvml_process_memory(pid: int) -> NvmlProcessMemory | None:
+    """A reader of `pid`'s memory on each NVIDIA GPU, or None where NVML cannot be used."""
+    if sys.platform == "darwin":
+        return None
+    try:
+        return NvmlProcessMemory(pid)
+    except Exception:  # not installed, no driver, no permission
+        return None
+
+
 def _nvml_identity() -> tuple[list[list[str]], str | None]:
     """[[name, uuid], ...] of NVIDIA GPUs, or ([], reason) when NVML cannot be used."""
     if sys.platform == "darwin":

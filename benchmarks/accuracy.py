@@ -24,6 +24,14 @@ from pathlib import Path
 TARGETS = {"weights": 0.02, "peak_memory": 0.15, "decode_uncalibrated": 0.35, "decode_calibrated": 0.15}
 UNCALIBRATED_PRECISIONS = ["fp32", "bf16", "fp16", "int8", "int4", "int4-dq"]
 DECODE_TARGET_PRECISIONS = {"fp32", "bf16", "int8", "int4"}
+# Precisions whose cost depends on the weight values, so a randomly initialised model does not
+# stand for a trained one: LLM.int8 splits off the input columns with outliers (|x| >= 6) into a
+# 16-bit matmul, and trained models have such outlier features where random ones have none (the
+# random 360M model ran int8 1.36x faster than predicted from the trained 135M, with a third of
+# the prefill memory).
+VALUE_DEPENDENT = {
+    "int8": "LLM.int8's outlier split depends on trained weights; random weights have no outliers",
+}
 
 
 def build_random_model(model_id: str, folder: Path, tokenizer_from: Path) -> Path:
@@ -140,7 +148,7 @@ def main() -> int:
     console.rule(f"2. {args.other} (random weights), predicted with the calibration")
     embedded = runtime.prepare(None)
     other_dir = build_random_model(args.other, work / "other", embedded.path)
-    other_precisions = ["bf16", "fp32", "int4"] if not args.quick else ["bf16", "int4"]
+    other_precisions = ["bf16", "fp32", "int8", "int4"] if not args.quick else ["bf16", "int4"]
     other = run_bench(
         str(other_dir),
         other_precisions,
@@ -155,23 +163,30 @@ def main() -> int:
             lines.append((f"{args.other} {row.precision}", row.status, row.message))
             continue
         dec = decode_ratio(row)
-        ok = ratio_ok(dec, TARGETS["decode_calibrated"])
+        peak = row.get("peak_memory").ratio
+        why_not = VALUE_DEPENDENT.get(row.precision)
+        checks = {} if why_not else {
+            "decode": ratio_ok(dec, TARGETS["decode_calibrated"]),
+            "peak_memory": ratio_ok(peak, TARGETS["peak_memory"]),
+        }
         results["calibrated"].append(
             {
                 "precision": row.precision,
                 "decode_ratio": dec,
-                "pass": ok,
+                "pass": all(checks.values()) if checks else None,
+                "checks": checks,
+                "no_target": why_not,
                 "weights_ratio": row.get("weights").ratio,
-                "peak_ratio": row.get("peak_memory").ratio,
+                "peak_ratio": peak,
                 "row": row.to_json(),
             }
         )
+        verdict = " ".join(f"{k}:{'PASS' if v else 'FAIL'}" for k, v in checks.items()) or f"no target: {why_not}"
         lines.append(
             (
                 f"{args.other} {row.precision}",
-                f"calibrated decode x{dec:.2f}, weights "
-                f"x{row.get('weights').ratio:.3f}, peak x{row.get('peak_memory').ratio:.2f}",
-                f"decode:{'PASS' if ok else 'FAIL'}",
+                f"calibrated decode x{dec:.2f}, weights x{row.get('weights').ratio:.3f}, peak x{peak:.2f}",
+                verdict,
             )
         )
 

@@ -215,3 +215,52 @@ def test_peak_memory_leaves_out_file_pages_mapped_after_its_baseline(tmp_path):
             pass
     assert counted_now.peak - from_before.peak > size // 2  # the mapped file counts only in the first
     assert from_before.peak == from_before.peak_anon + before
+
+
+def test_gpu_peak_prefers_nvml_per_process_figure():
+    cuda = {"cuda_max_allocated": 5_000, "cuda_max_reserved": 8_000}
+    assert B.gpu_peak(cuda, {0: 7_000_000, 1: 1_000}) == (7_001_000, "NVML (this process)")
+    peak, basis = B.gpu_peak(cuda, {})
+    assert peak == 8_000 + M.CUDA_CONTEXT and "reserved" in basis
+
+
+def test_peak_memory_samples_nvml_while_cuda_is_in_use(monkeypatch):
+    import torch
+
+    from advisor import hardware
+
+    figures = iter([{0: 100}, {0: 700}, {0: 300}])
+    last: dict[int, int] = {0: 300}
+
+    class Reader:
+        closed = False
+
+        def read(self):
+            nonlocal last
+            last = next(figures, last)
+            return last
+
+        def close(self):
+            Reader.closed = True
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda *a: None)
+    monkeypatch.setattr(hardware, "nvml_process_memory", lambda pid: Reader())
+    with runtime.PeakMemory(interval=0.001) as mem:
+        import time
+
+        time.sleep(0.05)
+    assert mem.nvml_peaks == {0: 700} and Reader.closed
+
+
+def test_loading_trims_freed_memory_while_it_runs(monkeypatch):
+    import time
+
+    calls: list[int] = []
+    monkeypatch.setattr(runtime, "_malloc_trim", lambda: calls.append)
+    with runtime._trimming(interval=0.005):
+        time.sleep(0.06)
+    done = len(calls)
+    time.sleep(0.03)
+    assert done >= 3 and set(calls) == {0}
+    assert len(calls) == done  # the trimming thread stopped with the block

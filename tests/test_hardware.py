@@ -259,6 +259,7 @@ def test_nvml_missing_library_or_module(monkeypatch):
     monkeypatch.setattr(sys, "platform", "linux")
     _, notes = H.probe_nvml()
     assert notes and notes[0].startswith("NVML not available:") and "no NVIDIA GPU" in notes[0]
+    assert H.nvml_process_memory(os.getpid()) is None  # bench's GPU peak falls back to torch's figures
 
     def oserror():
         raise OSError("libnvidia-ml.so.1: cannot open shared object file")
@@ -270,6 +271,7 @@ def test_nvml_missing_library_or_module(monkeypatch):
     monkeypatch.setitem(sys.modules, "pynvml", None)  # import pynvml -> ImportError
     gpus, notes = H.probe_nvml()
     assert gpus == [] and notes[0].startswith("NVML not available:")
+    assert H.nvml_process_memory(os.getpid()) is None
 
 
 def _fake_nvml(monkeypatch, pynvml, count: int = 2):
@@ -550,3 +552,29 @@ def test_mps_measured_figures():
     assert len(mps) == 1 and mps[0].bandwidth_source == "measured"
     assert mps[0].memory_bytes <= psutil.virtual_memory().total
     assert mps[0].details["unified_memory_bytes"] == psutil.virtual_memory().total
+
+
+def test_nvml_process_memory_reads_this_process_only(monkeypatch):
+    pynvml = pytest.importorskip("pynvml")
+    _fake_nvml(monkeypatch, pynvml)
+    me = os.getpid()
+    compute = {
+        0: [SimpleNamespace(pid=me + 1, usedGpuMemory=9_000_000_000)],  # another process
+        1: [SimpleNamespace(pid=me, usedGpuMemory=3_000_000_000), SimpleNamespace(pid=me, usedGpuMemory=None)],
+    }
+
+    def graphics(h):
+        raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
+
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetComputeRunningProcesses", lambda h: compute[h])
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetGraphicsRunningProcesses", graphics)
+    closed = []
+    monkeypatch.setattr(pynvml, "nvmlShutdown", lambda: closed.append(True))
+    reader = H.nvml_process_memory(me)
+    assert reader is not None
+    assert reader.read() == {1: 3_000_000_000}
+    compute[0].append(SimpleNamespace(pid=me, usedGpuMemory=500))
+    assert reader.read() == {0: 500, 1: 3_000_000_000}
+    reader.close()
+    assert closed == [True]
+
