@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from advisor import calibration as C
+from advisor import hardware as H
 from advisor import precision as P
 from advisor.costmodel import memory as M
 from advisor.costmodel import speed as S
@@ -70,6 +71,7 @@ class BenchRow:
     perplexity: float | None = None
     perplexity_ratio: float | None = None
     recorded: list[int] = field(default_factory=list)
+    cpu_contention: float | None = None  # share of the CPU other processes took while measuring
 
     def get(self, name: str) -> Comparison | None:
         return next((c for c in self.comparisons if c.name == name), None)
@@ -84,6 +86,7 @@ class BenchRow:
             "perplexity": self.perplexity,
             "perplexity_ratio": self.perplexity_ratio,
             "recorded_runs": self.recorded,
+            "cpu_contention": self.cpu_contention,
             "comparisons": [{**dataclasses.asdict(c), "ratio": c.ratio} for c in self.comparisons],
         }
 
@@ -231,7 +234,7 @@ def bench_precision(
         # File pages count where they hold weights (a zero-copy load), not where the load left the
         # checkpoint mapped beside quantized copies of it.
         file_pages = load_mem.start_shared + loaded.mapped_weight_bytes
-        with runtime.PeakMemory(baseline_shared=file_pages) as run_mem:
+        with runtime.PeakMemory(baseline_shared=file_pages) as run_mem, H.CpuContention() as contention:
             for length in plan.prompt_lengths:
                 progress(f"{precision}: prefill {length} tokens")
                 ids = _prompt_ids(tok, length)
@@ -285,6 +288,9 @@ def bench_precision(
             if quality:
                 progress(f"{precision}: perplexity")
                 row.perplexity = perplexity(loaded)
+        row.cpu_contention = contention.fraction
+        busy = {"cpu_contention": contention.fraction}
+        runs = [dataclasses.replace(r, measured={**(r.measured or {}), **busy}) for r in runs]
         cuda = run_mem.cuda_peaks()
         if cuda:
             measured_peak, _basis = gpu_peak(cuda, run_mem.nvml_peaks)
@@ -461,7 +467,13 @@ def run_bench(
             report.rows.append(BenchRow(precision, status="interrupted", message="stopped by Ctrl-C"))
             report.interrupted = True
             break
-        if record and runs and hw.source == "probe":
+        busy = row.cpu_contention if _main_kind(hw) == "cpu" else None
+        if record and runs and hw.source == "probe" and busy is not None and busy >= H.CONTENTION_REMEASURE:
+            report.warnings.append(
+                f"{precision} not recorded for calibration: other processes used {busy:.0%} of the CPU while it "
+                "was measured, so its speeds read low; rerun `advisor bench` on a quiet machine."
+            )
+        elif record and runs and hw.source == "probe":
             try:
                 row.recorded = [C.record(r) for r in runs]
             except C.StoreError as exc:  # the measurement stands; only remembering it failed

@@ -289,6 +289,39 @@ def clear(*, path: Path | None = None) -> int:
     return int(n)
 
 
+# A bench of one configuration takes minutes; runs of it within this span of its newest run are one session.
+SESSION_SPAN_S = 3600.0
+
+
+def _when(run: Run) -> float | None:
+    try:
+        stamp = datetime.fromisoformat(run.created_at or "")
+    except ValueError:
+        return None
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=timezone.utc)
+    return stamp.timestamp()
+
+
+def latest_sessions(all_runs: list[Run]) -> list[Run]:
+    """The runs of each configuration (model, precision, runtime, placement) from its newest bench session
+    only: measuring again replaces what an older session measured (after a driver update, or when that
+    session ran on a busy machine) instead of averaging with it. Runs without a time are kept."""
+    newest: dict[tuple, float] = {}
+    for r in all_runs:
+        when = _when(r)
+        key = (r.model, r.precision, r.runtime, r.device_kind, r.placement)
+        if when is not None and when > newest.get(key, float("-inf")):
+            newest[key] = when
+    kept = []
+    for r in all_runs:
+        when = _when(r)
+        top = newest.get((r.model, r.precision, r.runtime, r.device_kind, r.placement))
+        if when is None or top is None or when >= top - SESSION_SPAN_S:
+            kept.append(r)
+    return kept
+
+
 def fit(all_runs: list[Run]) -> Calibration:
     """Fit this machine's speed coefficients from its runs (see the module docstring):
 
@@ -303,11 +336,13 @@ def fit(all_runs: list[Run]) -> Calibration:
     """
     from advisor.costmodel.speed import cache_dtype
 
-    usable = [
-        r
-        for r in all_runs
-        if r.measured_tok_s > 0 and r.bandwidth_gbps > 0 and r.placement in ("cpu", "cuda:0", "mps:0")
-    ]
+    usable = latest_sessions(
+        [
+            r
+            for r in all_runs
+            if r.measured_tok_s > 0 and r.bandwidth_gbps > 0 and r.placement in ("cpu", "cuda:0", "mps:0")
+        ]
+    )
 
     def kv(r: Run) -> float:
         return float((r.measured or {}).get("kv_elements") or 0.0)

@@ -494,7 +494,7 @@ def generate(
         out = model.generate(input_ids, **kwargs)
     total = time.perf_counter() - start
     if on_cpu:
-        release_freed_memory(collect=False)  # the prefill's freed buffers go back, so one long prompt does not keep them
+        release_freed_memory(collect=False)  # a long prompt's freed prefill buffers go back to the OS
     new = out.sequences.shape[1] - input_ids.shape[1]
     cache = getattr(out, "cache", None) if "cache" in getattr(out, "keys", dict)() else None
     if cache is None:

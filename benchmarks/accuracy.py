@@ -165,10 +165,14 @@ def main() -> int:
         dec = decode_ratio(row)
         peak = row.get("peak_memory").ratio
         why_not = VALUE_DEPENDENT.get(row.precision)
-        checks = {} if why_not else {
-            "decode": ratio_ok(dec, TARGETS["decode_calibrated"]),
-            "peak_memory": ratio_ok(peak, TARGETS["peak_memory"]),
-        }
+        checks = (
+            {}
+            if why_not
+            else {
+                "decode": ratio_ok(dec, TARGETS["decode_calibrated"]),
+                "peak_memory": ratio_ok(peak, TARGETS["peak_memory"]),
+            }
+        )
         results["calibrated"].append(
             {
                 "precision": row.precision,

@@ -78,3 +78,24 @@ def test_store_round_trip_and_corrupt_set_aside(tmp_path):
     assert C.runs(path=db, warnings=warnings) == []
     assert warnings and "moved to" in warnings[0]
     assert list(tmp_path.glob("cal.sqlite.corrupt-*"))
+
+
+def test_a_newer_session_replaces_an_older_one_of_the_same_configuration():
+    import dataclasses
+
+    fixed = S.FIXED_PER_LAYER[("transformers", "cpu")]
+    old = synthetic(0.3, fixed, [("a", 2.7e8, 30, 0)] * 3)  # a session on a busy machine
+    new = synthetic(0.6, fixed, [("a", 2.7e8, 30, 0)] * 2)
+    other = synthetic(0.5, fixed, [("b", 7.2e8, 32, 0)], precision="fp32")
+    stamped = [dataclasses.replace(r, created_at="2026-11-28T10:00:00+00:00") for r in old + other] + [
+        dataclasses.replace(r, created_at=f"2026-11-28T12:00:0{i}+00:00") for i, r in enumerate(new)
+    ]
+    kept = C.latest_sessions(stamped)
+    assert len(kept) == 3 and {r.model for r in kept} == {"a", "b"}  # b's only session stays
+    assert all(r.created_at.startswith("2026-11-28T12") for r in kept if r.model == "a")
+    cal = C.fit(stamped)
+    assert cal.efficiency[("transformers", "bf16", "cpu")] == pytest.approx(0.6, rel=1e-6)
+    # Runs of one session (within the hour) are pooled; runs with no time are kept.
+    same = [dataclasses.replace(r, created_at="2026-11-28T12:30:00+00:00") for r in old] + stamped
+    assert len(C.latest_sessions(same)) == 6
+    assert len(C.latest_sessions([dataclasses.replace(r, created_at=None) for r in old])) == 3

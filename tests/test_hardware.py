@@ -577,4 +577,3 @@ def test_nvml_process_memory_reads_this_process_only(monkeypatch):
     assert reader.read() == {0: 500, 1: 3_000_000_000}
     reader.close()
     assert closed == [True]
-
