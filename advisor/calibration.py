@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from advisor.costmodel.speed import CONTEXT_COST, FIXED_PER_LAYER, Calibration
+from advisor.costmodel.speed import CONTEXT_COST, FIXED_PER_LAYER, Calibration, efficiency_group
 from advisor.errors import AdvisorError
 from advisor.paths import cache_dir, set_aside
 from advisor.spec import Hardware
@@ -397,7 +397,7 @@ def fit(all_runs: list[Run]) -> Calibration:
             continue
         value = min(max(1.0 / x, 0.02), 1.5)
         eff[(runtime, precision, device)] = value
-        kinds.setdefault((runtime, group[0].kind, device), []).append(value)
+        kinds.setdefault((runtime, efficiency_group(precision), device), []).append(value)
     for key, values in kinds.items():
         eff.setdefault(key, sum(values) / len(values))
     # The slope of step 1 also holds reading the cache, which the bandwidth term already counts.

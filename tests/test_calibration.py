@@ -99,3 +99,31 @@ def test_a_newer_session_replaces_an_older_one_of_the_same_configuration():
     same = [dataclasses.replace(r, created_at="2026-11-28T12:30:00+00:00") for r in old] + stamped
     assert len(C.latest_sessions(same)) == 6
     assert len(C.latest_sessions([dataclasses.replace(r, created_at=None) for r in old])) == 3
+
+
+def test_fp32_does_not_borrow_the_16_bit_efficiency():
+    fixed = S.FIXED_PER_LAYER[("transformers", "cpu")]
+    cal = C.fit(synthetic(1.5, fixed, [("a", 2.7e8, 30, 0)] * 2, precision="bf16"))
+    assert cal.eff("transformers", "float", "cpu", "fp16") == (pytest.approx(1.5, rel=1e-6), True)
+    eff, calibrated = cal.eff("transformers", "float", "cpu", "fp32")
+    assert not calibrated and eff == S.EFFICIENCY[("transformers", "float", "cpu")]
+    cal = C.fit(synthetic(0.9, fixed, [("a", 5.4e8, 30, 0)] * 2, precision="fp32"))
+    assert cal.eff("transformers", "float", "cpu", "fp32") == (pytest.approx(0.9, rel=1e-6), True)
+    assert not cal.eff("transformers", "float", "cpu", "bf16")[1]
+
+
+def test_one_models_runs_make_its_estimates_calibrated():
+    from advisor.sources import catalog
+    from advisor.spec import Device, Hardware
+
+    spec = catalog.spec_from_catalog("HuggingFaceTB/SmolLM2-135M-Instruct")
+    cpu = Device(kind="cpu", name="cpu", memory_bytes=int(24e9), bandwidth_gbps=20.0, bandwidth_source="measured")
+    hw = Hardware(devices=(cpu,), source="probe")
+    place = S.plan(spec, "bf16", hw, context=1024)
+    fixed = S.FIXED_PER_LAYER[("transformers", "cpu")]
+    cal = C.fit(synthetic(0.8, fixed, [(spec.id, 2.7e8, 30, 0)] * 2))
+    assert ("transformers", "cpu") not in cal.fixed_per_layer  # one shape: the fixed cost stays the default
+    _, basis = S.decode_seconds(spec, "bf16", hw, place, depth=64, calibration=cal)
+    assert basis["calibrated"] is True
+    _, basis = S.decode_seconds(spec, "fp32", hw, place, depth=64, calibration=cal)
+    assert basis["calibrated"] is False  # fp32 was not measured and does not borrow bf16's efficiency
