@@ -119,6 +119,7 @@ class Turn:
     passes: int  # batches of tokens generate handed over: target forward passes that produced tokens
     interrupted: bool = False
     assisted: bool = False
+    cpu_contention: float | None = None  # share of the CPU other processes took meanwhile
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -202,27 +203,30 @@ class Engine:
                 result["error"] = exc
                 streamer.end()  # release the main thread's wait on the stream
 
+        from advisor.hardware import CpuContention
+
         start = time.perf_counter()
         worker = threading.Thread(target=work, name="advisor-chat-generate", daemon=True)
-        worker.start()
         interrupted = False
-        while True:
-            try:
-                for text in streamer:
-                    on_text(text)
-                break
-            except queue.Empty:  # nothing for a moment: go on waiting, unless the worker is done and all is read
-                if not worker.is_alive() and streamer.text_queue.empty():
+        with CpuContention() as contention:  # a busy machine's speeds are shown, not recorded
+            worker.start()
+            while True:
+                try:
+                    for text in streamer:
+                        on_text(text)
                     break
-            except KeyboardInterrupt:  # stop at the next token; keep draining what is already generated
-                interrupted = True
-                stop.set()
-        while worker.is_alive():
-            try:
-                worker.join()
-            except KeyboardInterrupt:
-                interrupted = True
-                stop.set()
+                except queue.Empty:  # nothing for a moment: wait on, unless the worker is done and all is read
+                    if not worker.is_alive() and streamer.text_queue.empty():
+                        break
+                except KeyboardInterrupt:  # stop at the next token; keep draining what is already generated
+                    interrupted = True
+                    stop.set()
+            while worker.is_alive():
+                try:
+                    worker.join()
+                except KeyboardInterrupt:
+                    interrupted = True
+                    stop.set()
         if "error" in result:
             exc = result["error"]
             if _is_oom(exc):
@@ -248,6 +252,7 @@ class Engine:
             passes=len(arrivals),
             interrupted=interrupted,
             assisted=self.assistant is not None,
+            cpu_contention=contention.fraction,
         )
 
 
@@ -326,6 +331,11 @@ class Estimates:
             return "hardware not measured here"
         if self.loaded_placement and self.loaded_placement != self.placement.label:
             return f"loaded on {self.loaded_placement}, planned {self.placement.label}"
+        from advisor.hardware import CONTENTION_REMEASURE
+
+        busy = turn.cpu_contention
+        if self.placement.label == "cpu" and busy is not None and busy >= CONTENTION_REMEASURE:
+            return f"other processes used {busy:.0%} of the CPU"
         return None
 
     def maybe_record(self, turn: Turn) -> int | None:
@@ -519,6 +529,8 @@ class ChatSession:
         run_id = self.estimates.maybe_record(turn)
         if run_id is not None:
             line = line[:-1] + f"; recorded as calibration run {run_id}]"
+        elif (why := self.estimates.why_not_recorded(turn)) and why.startswith("other processes"):
+            line = line[:-1] + f"; not recorded for calibration: {why}]"  # the user may want to know
         return line
 
     # -- commands ---------------------------------------------------------------------------------------------

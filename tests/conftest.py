@@ -110,3 +110,31 @@ def tiny_model_dir(tmp_path_factory, embedded_source):
         if src.exists():
             shutil.copy(src, folder / name)
     return folder
+
+
+def cpu_busy(share: float | None):
+    """A stand-in for hardware.CpuContention that reports `share` of the CPU taken by other processes."""
+
+    class Contention:
+        fraction = None
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.fraction = share
+
+    return Contention
+
+
+@pytest.fixture
+def cpu_share(monkeypatch):
+    """Set the CPU share other processes take while bench and chat measure (default: a quiet machine), so
+    whether runs are recorded does not depend on what else the CI machine runs."""
+    from advisor import hardware
+
+    def set_share(share: float | None) -> None:
+        monkeypatch.setattr(hardware, "CpuContention", cpu_busy(share))
+
+    set_share(0.0)
+    return set_share

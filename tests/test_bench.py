@@ -16,26 +16,9 @@ from advisor.sources.local import spec_from_folder
 SMALL = B.Plan(prompt_lengths=(16,), depths=(32,), new_tokens=8, repeats=2, seconds_per_run=0.5)
 
 
-def cpu_busy(share: float | None):
-    """A stand-in for hardware.CpuContention that reports `share` of the CPU taken by others."""
-
-    class Contention:
-        fraction = None
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self.fraction = share
-
-    return Contention
-
-
 @pytest.fixture(autouse=True)
-def quiet_cpu(monkeypatch):
-    """Tests see a quiet machine unless they say otherwise: whether runs are recorded must not depend on
-    what else the CI machine runs."""
-    monkeypatch.setattr(B.H, "CpuContention", cpu_busy(0.0))
+def quiet_cpu(cpu_share):
+    """Tests see a quiet machine unless they say otherwise."""
 
 
 @pytest.fixture
@@ -288,15 +271,15 @@ def test_loading_trims_freed_memory_while_it_runs(monkeypatch):
     assert len(calls) == done  # the trimming thread stopped with the block
 
 
-def test_runs_measured_on_a_busy_cpu_are_not_recorded(tiny_model_dir, seeded_hw, monkeypatch):
-    monkeypatch.setattr(B.H, "CpuContention", cpu_busy(0.6))
+def test_runs_measured_on_a_busy_cpu_are_not_recorded(tiny_model_dir, seeded_hw, cpu_share):
+    cpu_share(0.6)
     report = B.run_bench(str(tiny_model_dir), ["bf16"], hw=seeded_hw, plan=SMALL, isolate=False)
     row = report.rows[0]
     assert row.status == "ok" and row.cpu_contention == 0.6 and not row.recorded
     assert C.runs(seeded_hw.fingerprint) == []
     assert any("not recorded" in w and "60%" in w for w in report.warnings)
     # The same bench on a quiet machine is recorded, with the contention it saw beside each run.
-    monkeypatch.setattr(B.H, "CpuContention", cpu_busy(0.05))
+    cpu_share(0.05)
     report = B.run_bench(str(tiny_model_dir), ["bf16"], hw=seeded_hw, plan=SMALL, isolate=False)
     assert report.rows[0].recorded
     assert {r.measured["cpu_contention"] for r in C.runs(seeded_hw.fingerprint)} == {0.05}

@@ -292,7 +292,7 @@ def test_long_conversations_drop_the_oldest_turns_but_not_the_system_message(cha
     assert all(ctx + n <= 100 for n, ctx in stats(result.stderr))
 
 
-def test_answers_of_16_tokens_or_more_are_recorded_for_calibration(chat_model, seeded_hw):
+def test_answers_of_16_tokens_or_more_are_recorded_for_calibration(chat_model, seeded_hw, cpu_share):
     from advisor import calibration
 
     base = [str(chat_model), "-m", "hi", "--temperature", "0"]
@@ -305,6 +305,9 @@ def test_answers_of_16_tokens_or_more_are_recorded_for_calibration(chat_model, s
 
     ok(run_chat([*base, "--max-new-tokens", "20", "--no-record"]))
     ok(run_chat([*base, "--max-new-tokens", "10"]))  # too short to calibrate anything
+    cpu_share(0.5)
+    busy = ok(run_chat([*base, "--max-new-tokens", "20"]))  # shown, not recorded
+    assert "other processes used 50% of the CPU" in busy.stderr
     assert len(calibration.runs()) == 1
 
 

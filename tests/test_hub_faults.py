@@ -118,7 +118,7 @@ def test_timeout_setting_is_respected_by_config_downloads(hub_server, monkeypatc
     start = time.perf_counter()
     with pytest.raises(NetworkError, match=r"0\.3s"):
         spec_from_hub(HZ.HUB_REPO)
-    assert time.perf_counter() - start < 2.0
+    assert time.perf_counter() - start < 4.5  # gave up before the 5 s stall ended (a loose bound: CI may be busy)
 
 
 def test_oversized_config_is_refused_without_reading_it_all(hub_server, monkeypatch):
