@@ -231,6 +231,7 @@ def bench_precision(
         speed = warm.decode_tok_s or 1.0
         new_tokens = int(min(plan.new_tokens, max(8, speed * plan.seconds_per_run)))
 
+        load_cuda = load_mem.cuda_peaks()  # read before the run's sampler resets torch's peak counters
         # File pages count where they hold weights (a zero-copy load), not where the load left the
         # checkpoint mapped beside quantized copies of it.
         file_pages = load_mem.start_shared + loaded.mapped_weight_bytes
@@ -293,12 +294,16 @@ def bench_precision(
         runs = [dataclasses.replace(r, measured={**(r.measured or {}), **busy}) for r in runs]
         cuda = run_mem.cuda_peaks()
         if cuda:
-            measured_peak, _basis = gpu_peak(cuda, run_mem.nvml_peaks)
+            # Peaks over loading and running, as on the CPU.
+            cuda = {k: max(v, load_cuda.get(k, 0)) for k, v in cuda.items()}
+            nvml = {i: max(run_mem.nvml_peaks.get(i, 0), load_mem.nvml_peaks.get(i, 0))
+                    for i in {*run_mem.nvml_peaks, *load_mem.nvml_peaks}}  # fmt: skip
+            measured_peak, _basis = gpu_peak(cuda, nvml)
             row.comparisons.append(Comparison("peak_memory", measured_peak, mem_est.total_bytes, "bytes"))
             row.comparisons.append(Comparison("cuda_max_allocated", cuda["cuda_max_allocated"], None, "bytes"))
             row.comparisons.append(Comparison("cuda_max_reserved", cuda["cuda_max_reserved"], None, "bytes"))
-            if run_mem.nvml_peaks:
-                row.comparisons.append(Comparison("nvml_process_peak", sum(run_mem.nvml_peaks.values()), None, "bytes"))
+            if nvml:
+                row.comparisons.append(Comparison("nvml_process_peak", sum(nvml.values()), None, "bytes"))
         else:
             # The process's peak over loading and running: what the machine must have free.
             load_peak = load_mem.peak + loaded.mapped_weight_bytes
@@ -467,7 +472,7 @@ def run_bench(
             report.rows.append(BenchRow(precision, status="interrupted", message="stopped by Ctrl-C"))
             report.interrupted = True
             break
-        busy = row.cpu_contention if _main_kind(hw) == "cpu" else None
+        busy = row.cpu_contention if row.placement == "cpu" else None
         if record and runs and hw.source == "probe" and busy is not None and busy >= H.CONTENTION_REMEASURE:
             report.warnings.append(
                 f"{precision} not recorded for calibration: other processes used {busy:.0%} of the CPU while it "

@@ -307,16 +307,20 @@ def latest_sessions(all_runs: list[Run]) -> list[Run]:
     """The runs of each configuration (model, precision, runtime, placement) from its newest bench session
     only: measuring again replaces what an older session measured (after a driver update, or when that
     session ran on a busy machine) instead of averaging with it. Runs without a time are kept."""
+
+    def key(r: Run) -> tuple:
+        # chat answers (one depth each) are a source of their own: they never replace a bench's depth sweep
+        return (r.model, r.precision, r.runtime, r.device_kind, r.placement, (r.measured or {}).get("source", "bench"))
+
     newest: dict[tuple, float] = {}
     for r in all_runs:
         when = _when(r)
-        key = (r.model, r.precision, r.runtime, r.device_kind, r.placement)
-        if when is not None and when > newest.get(key, float("-inf")):
-            newest[key] = when
+        if when is not None and when > newest.get(key(r), float("-inf")):
+            newest[key(r)] = when
     kept = []
     for r in all_runs:
         when = _when(r)
-        top = newest.get((r.model, r.precision, r.runtime, r.device_kind, r.placement))
+        top = newest.get(key(r))
         if when is None or top is None or when >= top - SESSION_SPAN_S:
             kept.append(r)
     return kept
@@ -397,7 +401,7 @@ def fit(all_runs: list[Run]) -> Calibration:
             continue
         value = min(max(1.0 / x, 0.02), 1.5)
         eff[(runtime, precision, device)] = value
-        kinds.setdefault((runtime, efficiency_group(precision), device), []).append(value)
+        kinds.setdefault((runtime, efficiency_group(precision, group[0].kind), device), []).append(value)
     for key, values in kinds.items():
         eff.setdefault(key, sum(values) / len(values))
     # The slope of step 1 also holds reading the cache, which the bandwidth term already counts.

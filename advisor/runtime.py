@@ -342,7 +342,7 @@ def load(
     device_map = device_map or default_device_map()
     t0 = time.perf_counter()
     try:
-        with quiet(), _trimming():
+        with quiet(), _trimming() if device_map == "cpu" else contextlib.nullcontext():
             model = AutoModelForCausalLM.from_pretrained(
                 source.path,
                 device_map=device_map,
@@ -486,7 +486,11 @@ def generate(
     if assistant is not None:
         kwargs["assistant_model"] = assistant.model
     on_cpu = device.type == "cpu"
-    if on_cpu and input_ids.shape[1] > M.CPU_PREFILL_CHUNK:
+    # Chunking needs a cache to fill (transformers refuses it for cacheless models: rwkv, xlnet ...).
+    has_cache = getattr(model, "_supports_default_dynamic_cache", lambda: True)() and (
+        getattr(getattr(model, "generation_config", None), "use_cache", True) is not False
+    )
+    if on_cpu and has_cache and input_ids.shape[1] > M.CPU_PREFILL_CHUNK:
         # A long prompt is prefilled in chunks, like llama.cpp's micro-batches: the activations (and
         # the freed buffers the allocator keeps) scale with the chunk, not with the prompt.
         kwargs["prefill_chunk_size"] = M.CPU_PREFILL_CHUNK
@@ -548,6 +552,9 @@ def warm_up(loaded: LoadedModel, tokens: int = 4) -> float:
     return time.perf_counter() - t0
 
 
+NVML_INTERVAL = 0.05  # seconds between NVML reads (the process query takes milliseconds on some drivers)
+
+
 class PeakMemory:
     """Samples this process's memory in a background thread.
 
@@ -572,6 +579,7 @@ class PeakMemory:
         self.peak_anon = info.rss - getattr(info, "shared", 0)
         self.nvml_peaks: dict[int, int] = {}  # GPU index -> most bytes NVML saw this process hold
         self._nvml = None
+        self._nvml_read = float("-inf")
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -579,7 +587,9 @@ class PeakMemory:
         info = self._proc.memory_info()
         self.peak_rss = max(self.peak_rss, info.rss)
         self.peak_anon = max(self.peak_anon, info.rss - getattr(info, "shared", 0))
-        if self._nvml is not None:
+        now = time.monotonic()
+        if self._nvml is not None and now - self._nvml_read >= NVML_INTERVAL:  # slow on some drivers
+            self._nvml_read = now
             for index, used in self._nvml.read().items():
                 self.nvml_peaks[index] = max(self.nvml_peaks.get(index, 0), used)
 
@@ -609,6 +619,7 @@ class PeakMemory:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
+        self._nvml_read = float("-inf")  # the last reading always counts
         self._sample()
         if self._nvml is not None:
             self._nvml.close()

@@ -198,9 +198,12 @@ def test_long_prompt_prefills_in_chunks_on_cpu(tiny_source, monkeypatch):
         monkeypatch.setattr(M, "CPU_PREFILL_CHUNK", 16)
         chunked = runtime.generate(loaded, ids, max_new_tokens=5, exact_length=True)
         runtime.generate(loaded, ids[:, :10], max_new_tokens=2)
+        # A model without a cache (rwkv, xlnet ...) cannot be prefilled in chunks: transformers refuses.
+        monkeypatch.setattr(loaded.model, "_supports_default_dynamic_cache", lambda: False)
+        runtime.generate(loaded, ids, max_new_tokens=2)
     finally:
         runtime.free(loaded)
-    assert seen == [16, None]  # only a prompt longer than the chunk is split
+    assert seen == [16, None, None]  # only a prompt longer than the chunk is split, and only with a cache
     assert chunked.output_ids.tolist() == whole.output_ids.tolist()
     assert chunked.kv_bytes == whole.kv_bytes
 
@@ -283,3 +286,32 @@ def test_runs_measured_on_a_busy_cpu_are_not_recorded(tiny_model_dir, seeded_hw,
     report = B.run_bench(str(tiny_model_dir), ["bf16"], hw=seeded_hw, plan=SMALL, isolate=False)
     assert report.rows[0].recorded
     assert {r.measured["cpu_contention"] for r in C.runs(seeded_hw.fingerprint)} == {0.05}
+
+
+def test_weights_left_in_the_checkpoint_mapping_are_found(tiny_source):
+    # The tiny checkpoint is fp32: an fp32 load keeps its tensors in the file mapping, a bf16 load copies.
+    found = {}
+    for precision in ("fp32", "bf16"):
+        loaded = runtime.load(tiny_source, precision)
+        try:
+            found[precision] = (loaded.mapped_weight_bytes, loaded.weight_bytes)
+        finally:
+            runtime.free(loaded)
+    mapped, held = found["fp32"]
+    assert mapped == held > 0
+    assert found["bf16"][0] == 0
+
+
+def test_cpu_loads_run_under_the_trimmer(tiny_source, monkeypatch):
+    import contextlib
+
+    entered = []
+
+    @contextlib.contextmanager
+    def spy():
+        entered.append(True)
+        yield
+
+    monkeypatch.setattr(runtime, "_trimming", spy)
+    runtime.free(runtime.load(tiny_source, "bf16"))
+    assert entered == [True]

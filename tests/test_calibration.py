@@ -127,3 +127,27 @@ def test_one_models_runs_make_its_estimates_calibrated():
     assert basis["calibrated"] is True
     _, basis = S.decode_seconds(spec, "fp32", hw, place, depth=64, calibration=cal)
     assert basis["calibrated"] is False  # fp32 was not measured and does not borrow bf16's efficiency
+
+
+def test_chat_answers_do_not_replace_a_bench_session():
+    import dataclasses
+
+    fixed = S.FIXED_PER_LAYER[("transformers", "cpu")]
+    bench = [
+        dataclasses.replace(r, created_at="2026-11-28T10:00:00+00:00")
+        for r in synthetic(0.6, fixed, [("a", 2.7e8, 30, 0)] * 3)
+    ]
+    chat = [
+        dataclasses.replace(r, created_at="2026-11-29T10:00:00+00:00", measured={"source": "chat", "kv_elements": 0})
+        for r in synthetic(0.5, fixed, [("a", 2.7e8, 30, 0)])
+    ]
+    assert len(C.latest_sessions(bench + chat)) == 4
+
+
+def test_runs_of_a_precision_this_version_does_not_know_still_fit():
+    import dataclasses
+
+    fixed = S.FIXED_PER_LAYER[("transformers", "cpu")]
+    runs = [dataclasses.replace(r, precision="fp6") for r in synthetic(0.4, fixed, [("a", 2.7e8, 30, 0)] * 2)]
+    cal = C.fit(runs)
+    assert cal.efficiency[("transformers", "fp6", "cpu")] == pytest.approx(0.4, rel=1e-6)

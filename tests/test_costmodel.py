@@ -252,3 +252,14 @@ def test_int8_temporaries_cost_more_on_cpu_than_on_gpu(tiny):
 
     assert extra("cuda") == 256 * 128 * 6  # int32 product + 16-bit output of the widest matmul
     assert extra("cpu") > 5 * extra("cuda")
+
+
+def test_int8_prices_only_the_experts_a_token_passes(tiny):
+    # The tiny model's MLPs as 8 experts in nn.Linear layers, 2 a token: half its linear weights.
+    p = dataclasses.replace(tiny.params, routed_experts_linear=tiny.params.linear // 2)
+    moe = dataclasses.replace(tiny, params=p, num_experts=8, experts_per_token=2, active_params=tiny.total_params - 1)
+    outs, ins = M._bnb8_sums(moe, 64, 128)
+    assert outs == int(ROWS // 2 * 0.5 + ROWS // 2 * 0.5 * 2 / 8)
+    assert ins == 4 * 64 + 2 * (2 * 64 + 128)
+    fused = dataclasses.replace(moe, params=dataclasses.replace(p, routed_experts_linear=0))
+    assert M._bnb8_sums(fused, 64, 128)[1] == 4 * 64  # 16-bit experts: attention only

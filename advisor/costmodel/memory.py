@@ -297,9 +297,15 @@ def _bnb8_sums(spec: ModelSpec, hidden: int, inter: int) -> tuple[int, int]:
     else:
         kv_width = (spec.num_kv_heads or spec.num_attention_heads or 1) * (spec.head_dim or 0) or hidden
         outs = 2 * hidden + 2 * kv_width + 3 * inter
-    mlp_quantized = not spec.is_moe or (p is not None and p.routed_experts_linear > 0)
-    ins = 6 * hidden + inter if mlp_quantized else 4 * hidden
-    return outs, ins
+    if not spec.is_moe:
+        return outs, 6 * hidden + inter
+    if p is None or not p.routed_experts_linear or not p.linear:
+        return outs, 4 * hidden  # fused 3-D experts stay 16-bit: only attention is LLM.int8
+    # Experts as nn.Linear: a token passes its top-k of them, so only their share of the rows counts.
+    k, experts = spec.experts_per_token or 1, spec.num_experts or 1
+    share = p.routed_experts_linear / p.linear
+    outs = int(outs * (1 - share) + outs * share * k / experts)
+    return outs, 4 * hidden + k * (2 * hidden + inter)
 
 
 def prefill_chunk(prompt_tokens: int, *, device_kind: str, runtime: str = "transformers") -> int:

@@ -106,12 +106,15 @@ def cache_dtype(precision: str) -> str:
     return precision if precision in ("fp32", "fp16") else "bf16"
 
 
-def efficiency_group(precision: str) -> str:
+def efficiency_group(precision: str, kind: str | None = None) -> str:
     """The precisions that lend each other a fitted efficiency when only one of them was measured: one
     kind of kernel streaming one dtype. fp32 does not borrow from bf16 or fp16: the probe measures the two
     bandwidths with the same torch.mv, which reads 16-bit weights slower than transformers' matmuls do,
     so the fitted efficiencies differ (~1.0 for fp32, ~1.5 for bf16 on the CI machine)."""
-    kind = P.get(precision).kind
+    try:
+        kind = P.get(precision).kind
+    except KeyError:  # a run stored by another version of advisor: its own kind
+        return kind or precision
     return f"{kind}-fp32" if precision == "fp32" else kind
 
 
