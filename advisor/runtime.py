@@ -173,13 +173,62 @@ def prepare(model: str | None, *, revision: str | None = None, allow_pickle: boo
 
     patterns = SAFE_PATTERNS + (["*.bin", "*.pt"] if allow_pickle else [])
     try:
-        folder = snapshot_download(model, revision=revision, allow_patterns=patterns)
+        with _bounded_retry_waits(MAX_RETRY_WAIT_S):
+            folder = snapshot_download(model, revision=revision, allow_patterns=patterns)
+    except _RateLimited as exc:
+        raise NetworkError(
+            f"Cannot download '{model}': the Hub is rate-limiting downloads (429, retry after {exc.seconds:,.0f} s): "
+            "wait and try again; requests with HF_TOKEN set get a higher limit."
+        ) from None
     except Exception as exc:
         err = _translate(exc, model, revision, os.environ.get("HF_TOKEN"))
         if not isinstance(err, AdvisorError):
             err = NetworkError(f"Cannot download '{model}' from the Hub ({err}): check the network or HF_ENDPOINT.")
         raise err from None
     return ModelSource(model, Path(folder), "hub", allow_pickle=allow_pickle)
+
+
+# Longest wait advisor lets huggingface_hub's download retries sleep (a 429's Retry-After can say an hour).
+MAX_RETRY_WAIT_S = 30.0
+
+
+class _RateLimited(Exception):
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"asked to wait {seconds:g} s")
+        self.seconds = seconds
+
+
+@contextlib.contextmanager
+def _bounded_retry_waits(limit: float) -> Iterator[None]:
+    """Let huggingface_hub's download retries wait at most `limit` seconds at a time.
+
+    Its file downloads retry a 429 after sleeping the Retry-After the server sent, five times over (so an
+    hour's Retry-After hangs `bench` for five). huggingface_hub has no setting for it; this swaps the
+    `time` its HTTP helpers sleep with for one that raises _RateLimited instead of sleeping longer, and puts
+    it back after. Where that module no longer sleeps through `time`, it changes nothing.
+    """
+    from huggingface_hub.utils import _http
+
+    real = getattr(_http, "time", None)
+    if real is None or not callable(getattr(real, "sleep", None)):
+        yield
+        return
+
+    class _Clock:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+        @staticmethod
+        def sleep(seconds: float) -> None:
+            if seconds > limit:
+                raise _RateLimited(seconds)
+            real.sleep(seconds)
+
+    _http.time = _Clock()
+    try:
+        yield
+    finally:
+        _http.time = real
 
 
 def _torch_dtype(name: str):
