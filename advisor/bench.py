@@ -234,7 +234,8 @@ def bench_precision(
         load_cuda = load_mem.cuda_peaks()  # read before the run's sampler resets torch's peak counters
         # File pages count where they hold weights (a zero-copy load), not where the load left the
         # checkpoint mapped beside quantized copies of it.
-        file_pages = load_mem.start_shared + loaded.mapped_weight_bytes
+        mapped = runtime.mapped_weight_bytes(loaded.model)
+        file_pages = load_mem.start_shared + mapped
         with runtime.PeakMemory(baseline_shared=file_pages) as run_mem, H.CpuContention() as contention:
             for length in plan.prompt_lengths:
                 progress(f"{precision}: prefill {length} tokens")
@@ -306,7 +307,7 @@ def bench_precision(
                 row.comparisons.append(Comparison("nvml_process_peak", sum(nvml.values()), None, "bytes"))
         else:
             # The process's peak over loading and running: what the machine must have free.
-            load_peak = load_mem.peak + loaded.mapped_weight_bytes
+            load_peak = load_mem.peak + mapped
             peak = max(load_peak, run_mem.peak)
             row.comparisons.append(Comparison("peak_memory", peak, mem_est.total_bytes, "bytes"))
             row.comparisons.append(Comparison("peak_memory_load", load_peak, None, "bytes"))
@@ -473,7 +474,7 @@ def run_bench(
             report.interrupted = True
             break
         busy = row.cpu_contention if row.placement == "cpu" else None
-        if record and runs and hw.source == "probe" and busy is not None and busy >= H.CONTENTION_REMEASURE:
+        if record and runs and hw.source == "probe" and H.too_contended(busy):
             report.warnings.append(
                 f"{precision} not recorded for calibration: other processes used {busy:.0%} of the CPU while it "
                 "was measured, so its speeds read low; rerun `advisor bench` on a quiet machine."

@@ -312,18 +312,12 @@ def latest_sessions(all_runs: list[Run]) -> list[Run]:
         # chat answers (one depth each) are a source of their own: they never replace a bench's depth sweep
         return (r.model, r.precision, r.runtime, r.device_kind, r.placement, (r.measured or {}).get("source", "bench"))
 
+    stamped = [(r, _when(r), key(r)) for r in all_runs]
     newest: dict[tuple, float] = {}
-    for r in all_runs:
-        when = _when(r)
-        if when is not None and when > newest.get(key(r), float("-inf")):
-            newest[key(r)] = when
-    kept = []
-    for r in all_runs:
-        when = _when(r)
-        top = newest.get(key(r))
-        if when is None or top is None or when >= top - SESSION_SPAN_S:
-            kept.append(r)
-    return kept
+    for _, when, k in stamped:
+        if when is not None:
+            newest[k] = max(when, newest.get(k, when))
+    return [r for r, when, k in stamped if when is None or when >= newest[k] - SESSION_SPAN_S]
 
 
 def fit(all_runs: list[Run]) -> Calibration:

@@ -331,10 +331,10 @@ class Estimates:
             return "hardware not measured here"
         if self.loaded_placement and self.loaded_placement != self.placement.label:
             return f"loaded on {self.loaded_placement}, planned {self.placement.label}"
-        from advisor.hardware import CONTENTION_REMEASURE
+        from advisor.hardware import too_contended
 
         busy = turn.cpu_contention
-        if self.placement.label == "cpu" and busy is not None and busy >= CONTENTION_REMEASURE:
+        if self.placement.label == "cpu" and too_contended(busy):
             return f"other processes used {busy:.0%} of the CPU"
         return None
 

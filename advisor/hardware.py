@@ -1400,14 +1400,19 @@ def _read_cache(path: Path) -> tuple[Hardware | None, int | None, str | None]:
         )
 
 
-# NOTE: a profile measured while others took a quarter of the CPU is re-measured on its next use.
+# NOTE: a profile measured while others took a quarter of the CPU is re-measured on its next use; bench and
+# chat runs measured so are not recorded for calibration.
 CONTENTION_REMEASURE = 0.25
+
+
+def too_contended(share: float | None) -> bool:
+    """Whether a measurement during which other processes took `share` of the CPU reads too low to keep."""
+    return isinstance(share, (int, float)) and share >= CONTENTION_REMEASURE
 
 
 def _contended(hw: Hardware) -> bool:
     cpu = hw.cpu
-    share = (cpu.details or {}).get("cpu_contention") if cpu is not None else None
-    return isinstance(share, (int, float)) and share >= CONTENTION_REMEASURE
+    return too_contended((cpu.details or {}).get("cpu_contention") if cpu is not None else None)
 
 
 def _cpu_bandwidth(hw: Hardware) -> float:

@@ -61,9 +61,6 @@ class LoadedModel:
     weight_bytes: int  # bytes the loaded weights really hold (quantization states included)
     placement: str = ""
     info: dict[str, Any] = field(default_factory=dict)
-    # Weights that stay in the checkpoint's memory map (a load in the file's own dtype is zero-copy):
-    # file-backed pages, which a process sampler must count as the model's memory all the same.
-    mapped_weight_bytes: int = 0
 
 
 def embedded_gguf() -> Path:
@@ -294,7 +291,9 @@ def _unique_tensors(model) -> Iterator[Any]:
 
 def mapped_weight_bytes(model) -> int:
     """Bytes of the model's CPU tensors that live in a memory-mapped file (the checkpoint), not in
-    memory the process allocated. 0 where the process's mappings cannot be read."""
+    memory the process allocated: a load in the file's own dtype is zero-copy, and a process sampler
+    must count those file-backed pages as the model's memory all the same. 0 where the process's
+    mappings cannot be read. Reads /proc/self/smaps: for bench, not for every load."""
     import bisect
 
     import psutil
@@ -427,7 +426,6 @@ def load(
         load_seconds=seconds,
         weight_bytes=held_weight_bytes(model),
         placement=placement,
-        mapped_weight_bytes=mapped_weight_bytes(model),
     )
 
 
@@ -539,10 +537,11 @@ def generate(
     has_cache = getattr(model, "_supports_default_dynamic_cache", lambda: True)() and (
         getattr(getattr(model, "generation_config", None), "use_cache", True) is not False
     )
-    if on_cpu and has_cache and input_ids.shape[1] > M.CPU_PREFILL_CHUNK:
+    chunk = M.prefill_chunk(input_ids.shape[1], device_kind=device.type)
+    if has_cache and chunk < input_ids.shape[1]:
         # A long prompt is prefilled in chunks, like llama.cpp's micro-batches: the activations (and
         # the freed buffers the allocator keeps) scale with the chunk, not with the prompt.
-        kwargs["prefill_chunk_size"] = M.CPU_PREFILL_CHUNK
+        kwargs["prefill_chunk_size"] = chunk
     with torch.inference_mode(), quiet():
         out = model.generate(input_ids, **kwargs)
     total = time.perf_counter() - start

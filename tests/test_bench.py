@@ -294,7 +294,7 @@ def test_weights_left_in_the_checkpoint_mapping_are_found(tiny_source):
     for precision in ("fp32", "bf16"):
         loaded = runtime.load(tiny_source, precision)
         try:
-            found[precision] = (loaded.mapped_weight_bytes, loaded.weight_bytes)
+            found[precision] = (runtime.mapped_weight_bytes(loaded.model), loaded.weight_bytes)
         finally:
             runtime.free(loaded)
     mapped, held = found["fp32"]
