@@ -492,5 +492,6 @@ def run_bench(
             best = max(scored, key=lambda r: P.get(r.precision).quality_rank).perplexity
             for r in scored:
                 r.perplexity_ratio = r.perplexity / best
-    report.calibrated_runs = len(C.runs(hw.fingerprint)) if record and hw.fingerprint else 0
+    recorded = record and hw.fingerprint and any(r.recorded for r in report.rows)
+    report.calibrated_runs = len(C.runs(hw.fingerprint)) if recorded else 0
     return report

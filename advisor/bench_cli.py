@@ -121,6 +121,13 @@ def bench(
         err.print(f"[yellow]warning: {w}[/yellow]")
     if report.interrupted:
         sys.exit(130)
+    if not any(r.status == "ok" for r in report.rows):
+        from advisor.errors import AdvisorError
+
+        raise AdvisorError(
+            "Nothing was measured: no precision asked for could run here (see the rows above); "
+            "`advisor recommend` lists the transformers precisions that fit."
+        )
 
 
 def _parse_max_memory(text: str) -> dict:

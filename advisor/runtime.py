@@ -178,9 +178,17 @@ def prepare(model: str | None, *, revision: str | None = None, allow_pickle: boo
             "wait and try again; requests with HF_TOKEN set get a higher limit."
         ) from None
     except Exception as exc:
-        err = _translate(exc, model, revision, os.environ.get("HF_TOKEN"))
+        from huggingface_hub.errors import LocalEntryNotFoundError
+
+        # No answer and no cached copy: huggingface_hub wraps the connection error; name that instead.
+        uncached = isinstance(exc, LocalEntryNotFoundError) and exc.__cause__ is not None
+        err = _translate(exc.__cause__ if uncached else exc, model, revision, os.environ.get("HF_TOKEN"))
         if not isinstance(err, AdvisorError):
-            err = NetworkError(f"Cannot download '{model}' from the Hub ({err}): check the network or HF_ENDPOINT.")
+            where = " and no copy is in the local cache" if uncached else ""
+            err = NetworkError(
+                f"Cannot download '{model}': the Hub cannot be reached ({err}){where}: check the network or "
+                "HF_ENDPOINT, or give a local model folder."
+            )
         raise err from None
     return ModelSource(model, Path(folder), "hub", allow_pickle=allow_pickle)
 

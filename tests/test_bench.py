@@ -315,3 +315,16 @@ def test_cpu_loads_run_under_the_trimmer(tiny_source, monkeypatch):
     monkeypatch.setattr(runtime, "_trimming", spy)
     runtime.free(runtime.load(tiny_source, "bf16"))
     assert entered == [True]
+
+
+def test_a_bench_that_measured_nothing_fails_in_one_line(tiny_model_dir, seeded_hw, capsys):
+    from advisor.cli import main
+
+    with pytest.raises(SystemExit) as ended:
+        main(["bench", str(tiny_model_dir), "-p", "q8_0"])
+    assert ended.value.code == 1
+    out = capsys.readouterr()
+    text = out.out + out.err
+    assert "unsupported" in text and "advisor: Nothing was measured" in out.err
+    assert "Traceback" not in text and "Recorded;" not in text
+    assert C.runs(seeded_hw.fingerprint) == []

@@ -48,3 +48,15 @@ def test_a_long_retry_after_is_one_line_not_an_hours_wait(hub_server, tiny_model
     from huggingface_hub.utils import _http
 
     assert _http.time is time  # huggingface_hub's own clock is back
+
+
+def test_no_hub_and_no_cached_copy_is_one_line(hub_server):
+    from huggingface_hub.utils import close_session
+
+    hub_server.stop()
+    close_session()
+    with pytest.raises(NetworkError) as err:
+        runtime.prepare("acme/never-downloaded")
+    text = str(err.value)
+    assert "cannot be reached" in text and "no copy is in the local cache" in text and "HF_ENDPOINT" in text
+    assert "LocalEntryNotFoundError" not in text and "\n" not in text
