@@ -221,6 +221,7 @@ def bench_precision(
                 source, precision, device_map=device_map, max_memory=max_memory, trust_remote_code=trust_remote_code
             )
         row.load_s = loaded.load_seconds
+        mapped = runtime.mapped_weight_bytes(loaded.model)  # before warm-up, whose trim hands its garbage back
         row.placement = loaded.placement or row.placement
         row.comparisons.append(Comparison("weights", loaded.weight_bytes, mem_est.weights_bytes, "bytes"))
         tok = loaded.tokenizer
@@ -234,7 +235,6 @@ def bench_precision(
         load_cuda = load_mem.cuda_peaks()  # read before the run's sampler resets torch's peak counters
         # File pages count where they hold weights (a zero-copy load), not where the load left the
         # checkpoint mapped beside quantized copies of it.
-        mapped = runtime.mapped_weight_bytes(loaded.model)
         file_pages = load_mem.start_shared + mapped
         with runtime.PeakMemory(baseline_shared=file_pages) as run_mem, H.CpuContention() as contention:
             for length in plan.prompt_lengths:
