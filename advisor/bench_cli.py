@@ -6,7 +6,16 @@ import sys
 
 import click
 
-from advisor.cli import PrecisionType, _consoles, cli, json_option, revision_option, trust_option
+from advisor.cli import (
+    PrecisionType,
+    _consoles,
+    cli,
+    gpu_layers_option,
+    json_option,
+    revision_option,
+    runtime_option,
+    trust_option,
+)
 
 
 def _int_list(text: str, name: str) -> tuple[int, ...]:
@@ -38,9 +47,18 @@ def _int_list(text: str, name: str) -> tuple[int, ...]:
 @click.option(
     "--quality", is_flag=True, help="Also measure perplexity on a built-in text, relative to the best precision."
 )
+@runtime_option("Measure this runtime only (default: the recommended option's, or both with --precision all).")
 @click.option(
     "--device-map", default=None, help="transformers device_map (cpu, auto, cuda:0 ...). Default: the best here."
 )
+@gpu_layers_option
+@click.option(
+    "--kv-cache-type",
+    type=click.Choice(["f16", "q8_0", "q4_0"]),
+    default=None,
+    help="llama.cpp: the KV cache's element type (quantized types turn flash attention on).",
+)
+@click.option("--flash-attn/--no-flash-attn", default=None, help="llama.cpp: flash attention on or off.")
 @click.option("--max-memory", default=None, help="Per-device limits for device_map=auto, e.g. '0=20GiB,cpu=60GiB'.")
 @click.option("--no-record", is_flag=True, help="Do not store this run in the calibration store.")
 @click.option("--allow-pickle", is_flag=True, help="Allow loading pickled (*.bin) weights from a trusted source.")
@@ -55,7 +73,11 @@ def bench(
     new_tokens,
     repeats,
     quality,
+    runtime,
     device_map,
+    gpu_layers,
+    kv_cache_type,
+    flash_attn,
     max_memory,
     no_record,
     allow_pickle,
@@ -66,6 +88,7 @@ def bench(
     """Load MODEL (default: the embedded SmolLM2-135M-Instruct), measure it, and compare with the estimate."""
     from advisor import hardware, render
     from advisor.bench import Plan, run_bench
+    from advisor.render import styled
 
     out, err = _consoles()
     plan = Plan(
@@ -84,7 +107,7 @@ def bench(
         if status:
             status.update(msg)
         elif not as_json:
-            err.print(f"[dim]{msg}[/dim]")
+            err.print(styled(msg, "dim"))
 
     def on_row(row) -> None:
         if not as_json:
@@ -102,7 +125,11 @@ def bench(
             plan=plan,
             record=not no_record,
             quality=quality,
+            runtime=runtime,
             device_map=device_map,
+            gpu_layers=gpu_layers,
+            kv_cache_type=kv_cache_type,
+            flash_attn=flash_attn,
             max_memory=memory,
             revision=revision,
             trust_remote_code=trust_remote_code,
@@ -118,15 +145,15 @@ def bench(
     else:
         render.print_bench_summary(report, out)
     for w in report.warnings:
-        err.print(f"[yellow]warning: {w}[/yellow]")
+        err.print(styled(f"warning: {w}", "yellow"))
     if report.interrupted:
         sys.exit(130)
     if not any(r.status == "ok" for r in report.rows):
         from advisor.errors import AdvisorError
 
         raise AdvisorError(
-            "Nothing was measured: no precision asked for could run here (see the rows above); "
-            "`advisor recommend` lists the transformers precisions that fit."
+            "Nothing was measured: no option asked for could run here (see the rows above); "
+            "`advisor recommend` lists the options that fit."
         )
 
 
@@ -152,6 +179,7 @@ def calibration_show(as_json) -> None:
     """List stored bench runs and the efficiencies fitted from them."""
     from advisor import calibration as C
     from advisor import hardware, render
+    from advisor.render import styled
 
     out, err = _consoles()
     hw = hardware.load_or_probe()
@@ -193,7 +221,7 @@ def calibration_show(as_json) -> None:
     for key, value in fitted.fixed_per_layer.items():
         out.print(f"fitted fixed cost {'/'.join(key)}: {value * 1e3:.3f} ms per layer")
     for w in warnings:
-        err.print(f"[yellow]warning: {w}[/yellow]")
+        err.print(styled(f"warning: {w}", "yellow"))
 
 
 @calibration.command("clear")

@@ -28,6 +28,7 @@ from advisor.costmodel.speed import CONTEXT_COST, FIXED_PER_LAYER, Calibration, 
 from advisor.errors import AdvisorError
 from advisor.paths import cache_dir, set_aside
 from advisor.spec import Hardware
+from advisor.textutil import one_line
 
 _log = logging.getLogger(__name__)
 DB_FILE = "calibration.sqlite"
@@ -106,7 +107,7 @@ def _is_corrupt(exc: sqlite3.DatabaseError) -> bool:
 
 
 def _store_error(path: Path, exc: BaseException) -> StoreError:
-    reason = " ".join(str(exc).split())[:120] or type(exc).__name__
+    reason = one_line(exc, 120)
     name = getattr(exc, "sqlite_errorname", "") or ""
     if name.startswith("SQLITE_FULL") or "disk is full" in reason or getattr(exc, "errno", None) == errno.ENOSPC:
         step = "free some disk space"
@@ -137,7 +138,7 @@ def _open(path: Path) -> sqlite3.Connection:
     except sqlite3.DatabaseError as exc:
         conn.close()
         if _is_corrupt(exc):
-            raise _Corrupt(" ".join(str(exc).split())) from None
+            raise _Corrupt(one_line(exc)) from None
         raise
     except BaseException:
         conn.close()
@@ -287,6 +288,23 @@ def clear(*, path: Path | None = None) -> int:
         n = conn.execute("SELECT count(*) FROM runs").fetchone()[0]
         conn.execute("DELETE FROM runs")
     return int(n)
+
+
+def why_not_recorded(
+    hw: Hardware, *, placement: str, cpu_contention: float | None, record: bool = True
+) -> str | None:
+    """The one rule bench and chat share for storing a measured run: None to record it, else the reason not to.
+    Runs are stored under the placement that was loaded (never the plan), on a profile measured here, and only
+    when other processes left the CPU alone while a placement that computes there was timed."""
+    from advisor.hardware import too_contended
+
+    if not record:
+        return "--no-record"
+    if hw.source != "probe" or not hw.fingerprint:
+        return "the hardware was not measured here"
+    if "cpu" in placement and too_contended(cpu_contention):
+        return f"other processes used {cpu_contention:.0%} of the CPU while it was measured, so its speeds read low"
+    return None
 
 
 # A bench of one configuration takes minutes; runs of it within this span of its newest run are one session.

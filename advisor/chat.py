@@ -2,9 +2,9 @@
 
 Three parts, each replaceable in tests:
 
-- `Engine`, the model side: lays out the conversation with the tokenizer's chat template, streams
-  an answer from `runtime.generate` in a worker thread (so Ctrl-C, which Python delivers to the main
-  thread, stops that answer and keeps what was generated), and times each token.
+- `ChatEngine`, the model side: lays out the conversation with the model's own chat template and streams a
+  timed answer from a loaded `advisor.engines.Engine` (transformers or llama.cpp; Ctrl-C stops the answer
+  and keeps what was generated).
 - `Estimates`, advisor's side: the speed the cost model expects for each answer, the assisted
   generation speed-up it expects, and the calibration store, which takes plain answers of at least
   `MIN_RECORD_TOKENS` tokens.
@@ -12,15 +12,12 @@ Three parts, each replaceable in tests:
   system message), the `/` commands, and the read-answer loop over injected input and output streams.
 
 stdout carries answers only; the load line, the speed after each answer and every notice go to stderr.
-Heavy imports (torch, transformers) happen in `advisor.runtime`, inside functions.
+Heavy imports (torch, transformers, llama.cpp) happen in the engines, inside functions.
 """
 
 from __future__ import annotations
 
 import json
-import queue
-import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +40,7 @@ commands:
 
 
 class ChatError(AdvisorError):
-    """A chat turn or set-up failed (no chat template, mismatched assistant, out of memory ...)."""
+    """A chat turn failed (out of memory ...)."""
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -53,10 +50,16 @@ class ChatError(AdvisorError):
 def load_messages(path: str | Path) -> list[dict[str, str]]:
     """A conversation from a JSON file: a list of {"role": system|user|assistant, "content": text}."""
     path = Path(path)
-    from advisor.sources.config import decode_json
+    from advisor.fileio import decode_json
 
     try:
-        raw = path.read_bytes()
+        with open(path, "rb") as fh:  # a FIFO is fine here: `--messages <(...)` is one
+            raw = fh.read(MAX_MESSAGES_BYTES + 1)
+        if len(raw) > MAX_MESSAGES_BYTES:
+            raise UsageError(
+                f"Messages file '{path}' is over {MAX_MESSAGES_BYTES // 2**20} MiB, more than any context holds: "
+                "keep the turns you need."
+            )
     except FileNotFoundError:
         raise UsageError(f"Messages file '{path}' does not exist.") from None
     except OSError as exc:
@@ -87,6 +90,26 @@ def save_messages(messages: list[dict[str, str]], path: str | Path) -> None:
     Path(path).write_text(json.dumps(messages, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
+# NOTE: no token of the common vocabularies spells more than 256 characters (the longest are runs of spaces or
+# dashes: a few dozen to 128 characters); a text of more than context x 256 characters cannot fit, whatever
+# its tokenizer, and is refused before the tokenizer sees it.
+MAX_CHARS_PER_TOKEN = 256
+# A conversation file or piped message past this is no conversation any context holds (~4M tokens).
+MAX_MESSAGES_BYTES = 16 * 1024 * 1024
+
+
+def _chars(messages: list[dict[str, str]]) -> int:
+    return sum(len(m["content"]) for m in messages)
+
+
+def read_capped(stream, what: str, limit: int = MAX_MESSAGES_BYTES) -> str:
+    """All of a text stream up to `limit` characters; UsageError past it (read no further)."""
+    text = stream.read(limit + 1)
+    if len(text) > limit:
+        raise UsageError(f"{what} is over {limit // 2**20} MiB, more than any context holds: shorten it.")
+    return text
+
+
 def drop_oldest_turn(messages: list[dict[str, str]]) -> int:
     """Remove the oldest turn (a user message and what followed it up to the next user message), never a
     system message and never the last user message. Returns how many messages went."""
@@ -114,9 +137,9 @@ class Turn:
     prompt_tokens: int
     new_tokens: int
     ttft_s: float  # from the call to the first answer token
-    decode_tok_s: float  # tokens after the first batch over the time they took (0 when too few)
+    decode_tok_s: float  # tokens after the first step over the time they took (0 when too few)
     total_s: float
-    passes: int  # batches of tokens generate handed over: target forward passes that produced tokens
+    passes: int  # steps that produced tokens: target forward passes
     interrupted: bool = False
     assisted: bool = False
     cpu_contention: float | None = None  # share of the CPU other processes took meanwhile
@@ -142,37 +165,20 @@ def has_chat_template(folder: Path) -> bool | None:
         return None
 
 
-def no_template_error(model_id: str) -> ChatError:
-    return ChatError(
-        f"'{model_id}' has no chat template (its tokenizer does not say how to lay out a conversation): "
-        "it is probably a base model; use its instruct/chat variant."
-    )
+class ChatEngine:
+    """A conversation's view of a loaded engine (`advisor.engines.Engine`): messages in, a timed Turn out."""
 
+    def __init__(self, engine) -> None:
+        self.engine = engine
+        if not engine.has_chat_template:
+            engine.chat_prompt([{"role": "user", "content": "hi"}])  # raises the engine's own ChatTemplateError
 
-class Engine:
-    """A loaded chat model (runtime.LoadedModel) and optionally a loaded draft model for assisted generation."""
-
-    def __init__(self, loaded, assistant=None) -> None:
-        self.loaded = loaded
-        self.assistant = assistant
-        self.tokenizer = loaded.tokenizer
-        if not getattr(self.tokenizer, "chat_template", None):
-            raise no_template_error(loaded.source.id)
-        if assistant is not None:
-            check_assistant(loaded, assistant)
-
-    def encode(self, messages: list[dict[str, str]]) -> dict[str, Any]:
-        try:
-            return self.tokenizer.apply_chat_template(
-                messages, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
-            )
-        except Exception as exc:  # jinja errors: "System role not supported", "roles must alternate" ...
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            model_id = self.loaded.source.id
-            raise ChatError(f"The chat template of '{model_id}' rejected the conversation: {first}") from None
+    @property
+    def assisted(self) -> bool:
+        return getattr(self.engine, "assistant", None) is not None
 
     def count(self, messages: list[dict[str, str]]) -> int:
-        return int(self.encode(messages)["input_ids"].shape[-1])
+        return len(self.engine.chat_prompt(messages))
 
     def generate(
         self,
@@ -184,112 +190,54 @@ class Engine:
         on_text: Callable[[str], None],
     ) -> Turn:
         """Stream an answer to `messages` through `on_text`; Ctrl-C stops it and keeps what was generated."""
-        from advisor import runtime
-
-        enc = self.encode(messages)
-        ids, mask = enc["input_ids"], enc.get("attention_mask")
-        streamer = runtime.text_streamer(self.tokenizer, timeout=0.2)
-        stop = threading.Event()
-        result: dict[str, Any] = {}
-
-        def work() -> None:
-            try:
-                with runtime.quiet():  # transformers' once-per-process notices would break into the answer
-                    result["gen"] = runtime.generate(
-                        self.loaded, ids, attention_mask=mask, max_new_tokens=max_new_tokens, temperature=temperature,
-                        top_p=top_p, streamer=streamer, assistant=self.assistant, stop=stop.is_set,
-                    )
-            except BaseException as exc:  # handed to the main thread
-                result["error"] = exc
-                streamer.end()  # release the main thread's wait on the stream
-
         from advisor.hardware import CpuContention
 
-        start = time.perf_counter()
-        worker = threading.Thread(target=work, name="advisor-chat-generate", daemon=True)
-        interrupted = False
-        with CpuContention() as contention:  # a busy machine's speeds are shown, not recorded
-            worker.start()
-            while True:
-                try:
-                    for text in streamer:
-                        on_text(text)
-                    break
-                except queue.Empty:  # nothing for a moment: wait on, unless the worker is done and all is read
-                    if not worker.is_alive() and streamer.text_queue.empty():
-                        break
-                except KeyboardInterrupt:  # stop at the next token; keep draining what is already generated
-                    interrupted = True
-                    stop.set()
-            while worker.is_alive():
-                try:
-                    worker.join()
-                except KeyboardInterrupt:
-                    interrupted = True
-                    stop.set()
-        if "error" in result:
-            exc = result["error"]
+        prompt = self.engine.chat_prompt(messages)
+        try:
+            with CpuContention() as contention:  # a busy machine's speeds are shown, not recorded
+                gen = self.engine.generate(
+                    prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, on_text=on_text
+                )
+        except Exception as exc:
             if _is_oom(exc):
-                runtime.free(None)  # collect, and hand CUDA's cached blocks back
                 raise ChatError(
-                    f"Out of memory answering at {ids.shape[-1]} tokens of context: /reset the conversation, "
+                    f"Out of memory answering at {len(prompt)} tokens of context: /reset the conversation, "
                     "or lower --max-new-tokens or --max-context."
                 ) from None
-            raise exc
-        gen = result["gen"]
-        arrivals = streamer.arrivals
-        first_t = arrivals[0][0] if arrivals else start + gen.ttft_s
-        span = arrivals[-1][0] - first_t if len(arrivals) > 1 else 0.0
-        later = sum(n for _, n in arrivals[1:])
-        text = self.tokenizer.decode(gen.output_ids, skip_special_tokens=True).strip()
+            raise
         return Turn(
-            text=text,
-            prompt_tokens=int(ids.shape[-1]),
+            text=gen.text,
+            prompt_tokens=len(prompt),
             new_tokens=gen.new_tokens,
-            ttft_s=first_t - start,
-            decode_tok_s=later / span if span > 0 else 0.0,
+            ttft_s=gen.ttft_s,
+            decode_tok_s=gen.decode_tok_s,
             total_s=gen.total_s,
-            passes=len(arrivals),
-            interrupted=interrupted,
-            assisted=self.assistant is not None,
+            passes=gen.passes,
+            interrupted=gen.interrupted,
+            assisted=self.assisted,
             cpu_contention=contention.fraction,
         )
 
 
-def check_assistant(target, draft) -> None:
-    """transformers' assisted generation needs the draft to share the target's tokenizer and vocabulary."""
-    t_tok, d_tok = target.tokenizer, draft.tokenizer
-    t_vocab = target.model.config.get_text_config().vocab_size
-    d_vocab = draft.model.config.get_text_config().vocab_size
-    same_tokens = t_tok.get_vocab() == d_tok.get_vocab()
-    if not same_tokens or t_vocab != d_vocab:
-        what = (
-            f"its tokenizer ({len(d_tok)} tokens) differs from the target's ({len(t_tok)} tokens)"
-            if not same_tokens
-            else f"its vocabulary size ({d_vocab}) differs from the target's ({t_vocab})"
-        )
-        raise ChatError(
-            f"The assistant '{draft.source.id}' cannot draft for '{target.source.id}': {what}; "
-            "choose a smaller model of the same family."
-        )
-
-
-def measure_plain_decode(loaded, tokens: int = 16, repeats: int = 3) -> float:
-    """Plain decode tokens/s of `loaded` here (median of `repeats` runs after a warm-up; one run when the model
+def measure_plain_decode(engine, tokens: int = 16, repeats: int = 3) -> float:
+    """Plain decode tokens/s of `engine` here (median of `repeats` runs after a warm-up; one run when the model
     is slow): what an assistant's speed is set against."""
     import statistics
 
-    from advisor import runtime
-    from advisor.bench import _prompt_ids
+    from advisor.bench import prompt_ids
 
-    ids = _prompt_ids(loaded.tokenizer, 64)
+    ids = prompt_ids(engine, 64)
     speeds: list[float] = []
-    with runtime.quiet():
-        runtime.generate(loaded, ids, max_new_tokens=4, exact_length=True)
+    assistant = getattr(engine, "assistant", None)
+    engine.assistant = None
+    try:
+        engine.generate(ids, max_new_tokens=4, exact_length=True)
         while len(speeds) < repeats:
-            speeds.append(runtime.generate(loaded, ids, max_new_tokens=tokens, exact_length=True).decode_tok_s)
+            speeds.append(engine.generate(ids, max_new_tokens=tokens, exact_length=True).decode_tok_s)
             if speeds[0] < 10:  # a slow model: one run is enough, and already a few seconds
                 break
+    finally:
+        engine.assistant = assistant
     return statistics.median(speeds)
 
 
@@ -304,9 +252,8 @@ class Estimates:
     spec: Any  # ModelSpec
     hw: Any  # Hardware
     precision: str
-    placement: Any  # costmodel.speed.Placement, as planned
+    placement: Any  # costmodel.speed.Placement, as loaded
     calibration: Any
-    loaded_placement: str = ""
     record: bool = True
     assisted: dict[str, Any] | None = None  # ranking.price_assistant
     plain_tok_s: float | None = None  # measured plain decode, when an assistant is loaded
@@ -321,22 +268,15 @@ class Estimates:
         )
 
     def why_not_recorded(self, turn: Turn) -> str | None:
-        if not self.record:
-            return "--no-record"
         if turn.assisted:
             return "assisted"
         if turn.new_tokens < MIN_RECORD_TOKENS or turn.decode_tok_s <= 0:
             return f"under {MIN_RECORD_TOKENS} tokens"
-        if getattr(self.hw, "source", "") != "probe" or not getattr(self.hw, "fingerprint", None):
-            return "hardware not measured here"
-        if self.loaded_placement and self.loaded_placement != self.placement.label:
-            return f"loaded on {self.loaded_placement}, planned {self.placement.label}"
-        from advisor.hardware import too_contended
+        from advisor.calibration import why_not_recorded
 
-        busy = turn.cpu_contention
-        if self.placement.label == "cpu" and too_contended(busy):
-            return f"other processes used {busy:.0%} of the CPU"
-        return None
+        return why_not_recorded(
+            self.hw, placement=self.placement.label, cpu_contention=turn.cpu_contention, record=self.record
+        )
 
     def maybe_record(self, turn: Turn) -> int | None:
         """Offer a plain answer's decode speed to the calibration store; the run id when stored."""
@@ -457,9 +397,21 @@ class ChatSession:
         """Drop the oldest turns until the conversation leaves room for an answer; (prompt tokens, answer cap)."""
         limit = self.settings.max_context
         reserve = min(self.settings.max_new_tokens, max(limit // 2, 1))
-        n = self.engine.count(self.messages)
         before = list(self.messages)
         dropped = 0
+        # Text far longer than the context can hold is dropped (or refused) before it is tokenized at all.
+        budget = limit * MAX_CHARS_PER_TOKEN
+        while _chars(self.messages) > budget:
+            gone = drop_oldest_turn(self.messages)
+            if not gone:
+                self.messages[:] = before
+                raise ChatError(
+                    f"The conversation holds {_chars(before):,} characters, far more than a {limit}-token context can "
+                    "take even without earlier turns: shorten the message or the system message, or raise "
+                    "--max-context."
+                )
+            dropped += gone
+        n = self.engine.count(self.messages)
         while n + reserve > limit:
             gone = drop_oldest_turn(self.messages)
             if not gone:
@@ -654,10 +606,15 @@ def line_reader(stdin: TextIO, out: TextIO, err: TextIO) -> Callable[[str], str]
 
 @dataclass
 class Started:
-    engine: Engine
+    engine: ChatEngine
     estimates: Estimates
     max_context: int
     lines: list[str]  # what was loaded and what to expect, for stderr
+
+
+# NOTE: a conversation plans for 4096 tokens unless the model holds fewer or --max-context says otherwise: a
+# chat of a few dozen turns, and a KV cache llama.cpp allocates up front at a size every catalog model fits.
+CHAT_CONTEXT = 4096
 
 
 def start(
@@ -665,8 +622,10 @@ def start(
     *,
     hw,
     precision: str | None = None,
+    runtime: str | None = None,
     device_map: Any = None,
     max_memory: dict | None = None,
+    gpu_layers: int | None = None,
     max_context: int | None = None,
     assistant: str | None = None,
     record: bool = True,
@@ -675,90 +634,101 @@ def start(
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
 ) -> Started:
-    """Prepare and load `model` (None: the embedded SmolLM2) in the configuration `recommend` picks for `hw`
-    (transformers runtime), or in `precision`; and the assistant, when asked."""
+    """Load `model` (None: the embedded SmolLM2) in the option `recommend` picks for `hw` (either runtime), or in
+    `precision` / `runtime`; and the assistant, when asked. One path with bench: advisor.session."""
+    from advisor import calibration as C
+    from advisor import session
+
+    spec = session.resolve_model(model, revision=revision, trust_remote_code=trust_remote_code)
+    calibration = C.load_for(hw)
+    plan_context = max_context or min(CHAT_CONTEXT, spec.max_context or CHAT_CONTEXT)
+    if spec.max_context and plan_context > spec.max_context:
+        raise UsageError(
+            f"--max-context {plan_context:,} is more than '{spec.id}' was trained for ({spec.max_context:,}): "
+            "lower it."
+        )
+    if assistant and runtime == "llama.cpp":
+        raise UsageError("Assisted generation runs in transformers: drop --assistant or pass --runtime transformers.")
+    if assistant and runtime is None:
+        runtime = "transformers"
+    rec = session.recommend_for_run(
+        spec, hw, context=plan_context, calibration=calibration, precisions=[precision] if precision else None
+    )
+    plan = session.choose(rec, model=model, context=plan_context, precision=precision, runtime=runtime)
+    artifact = session.fetch(plan, revision=revision, allow_pickle=allow_pickle)
+    if plan.runtime == "transformers" and has_chat_template(artifact.path) is False:
+        from advisor.engines.transformers import no_template_error
+
+        raise no_template_error(spec.id)
+    options = session.load_options(
+        plan, device_map=device_map, max_memory=max_memory, gpu_layers=gpu_layers, trust_remote_code=trust_remote_code
+    )
+    engine = session.open_engine(artifact, options)
+    try:
+        talker = ChatEngine(engine)
+        try:  # so the first answer's speed is the model's, not the process's start-up
+            engine.warm_up()
+        except Exception:  # optional: a failure here (out of memory...) surfaces, handled, in the first answer
+            pass
+        placement = session.loaded_placement(plan, engine, hw)
+        context = max_context or engine.context_size or plan.option.max_context or plan_context
+        estimates = Estimates(
+            spec=spec, hw=hw, precision=plan.precision, placement=placement, calibration=calibration, record=record
+        )
+        first = estimates.estimate(min(512, max(context // 2, 1)), 0)
+        notes = list(plan.notes)
+        lines = [
+            f"{spec.id} loaded in {plan.precision} on {plan.runtime}, {placement.label} ({plan.why}) in "
+            f"{engine.load_seconds:.1f} s, {engine.weight_bytes / 1e9:.2f} GB of weights; advisor expects "
+            f"~{first.decode_tok_s:.1f} tok/s and a first token after ~{first.ttft_s:.2f} s for a "
+            f"{first.prompt_tokens}-token prompt; context {context} tokens"
+            + (f" ({'; '.join(notes)})" if notes else "")
+        ]
+        if assistant:
+            lines.append(_attach_assistant(engine, assistant, rec, plan, estimates, hw, calibration, options,
+                                           revision=revision, allow_pickle=allow_pickle,
+                                           trust_remote_code=trust_remote_code))  # fmt: skip
+        if seed is not None:
+            engine.set_seed(seed)
+    except BaseException:
+        engine.close()
+        raise
+    return Started(engine=talker, estimates=estimates, max_context=context, lines=lines)
+
+
+def _attach_assistant(engine, assistant, rec, plan, estimates, hw, calibration, options, *, revision, allow_pickle,
+                      trust_remote_code) -> str:  # fmt: skip
+    """Load the draft model beside `engine` for assisted generation; the line that says what to expect."""
     import dataclasses
 
-    from advisor import calibration as C
-    from advisor import runtime
-    from advisor.costmodel import speed as S
-    from advisor.recommend import recommend
-    from advisor.sources.local import spec_from_folder
+    from advisor import session
+    from advisor.ranking import price_assistant
 
-    source = runtime.prepare(model, revision=revision, allow_pickle=allow_pickle)
-    if has_chat_template(source.path) is False:
-        raise no_template_error(source.id)
-    spec = spec_from_folder(source.path, model_id=source.id, trust_remote_code=trust_remote_code)
-    spec = dataclasses.replace(spec, source=source.origin)
-    calibration = C.load_for(hw)
-    plan_context = max_context or min(4096, spec.max_context or 4096)
-    rec = recommend(
-        spec, hw, precisions=[precision] if precision else None, context=plan_context, runtime="transformers",
-        calibration=calibration,
+    draft_spec = session.resolve_model(assistant, trust_remote_code=trust_remote_code)
+    priced = price_assistant(
+        dataclasses.replace(rec, recommended=plan.option), draft_spec, hw, calibration=calibration,
+        context=plan.context,
+    )  # fmt: skip
+    draft_prec = priced.get("draft_precision") or plan.precision
+    draft_rec = session.recommend_for_run(draft_spec, hw, context=plan.context, precisions=[draft_prec])
+    draft_plan = session.choose(draft_rec, model=assistant, context=plan.context, precision=draft_prec,
+                                runtime="transformers")  # fmt: skip
+    draft_artifact = session.fetch(draft_plan, revision=revision, allow_pickle=allow_pickle)
+    draft = session.open_engine(draft_artifact, dataclasses.replace(options, precision=draft_prec))
+    try:
+        engine.attach_assistant(draft)
+    except BaseException:
+        draft.close()
+        raise
+    estimates.assisted = priced
+    estimates.plain_tok_s = measure_plain_decode(engine)
+    line = (
+        f"assistant {draft_spec.id} loaded in {draft_prec}; plain decode measured here "
+        f"{estimates.plain_tok_s:.1f} tok/s"
     )
-    notes = []
-    if precision:
-        option = next(o for o in rec.options if o.precision == precision)
-        why = "as asked"
-        if not option.fits:
-            notes.append(f"advisor estimates that {precision} does not fit here; loading it anyway")
-    else:
-        option = rec.recommended
-        if option is None:
-            raise ChatError(
-                f"'{source.id}' does not fit on this machine in any precision: {rec.reason}. "
-                "Pass --precision to try anyway."
-            )
-        why = "recommended for this machine"
-    prec = option.precision
-    placement = S.plan(spec, prec, hw, context=plan_context)
-    loaded = runtime.load(
-        source, prec, device_map=device_map, max_memory=max_memory, trust_remote_code=trust_remote_code
-    )
-    try:  # so the first answer's speed is the model's, not the process's start-up
-        runtime.warm_up(loaded)
-    except Exception:  # optional: a failure here (out of memory...) surfaces, handled, in the first answer
-        pass
-    context = max_context or option.max_context or plan_context  # recommend's max_context: what fits here
-    estimates = Estimates(
-        spec=spec, hw=hw, precision=prec, placement=placement, calibration=calibration,
-        loaded_placement=loaded.placement, record=record,
-    )
-    first = estimates.estimate(min(512, max(context // 2, 1)), 0)
-    lines = [
-        f"{source.id} ({source.origin}) loaded in {prec} on {loaded.placement or loaded.device} ({why}) in "
-        f"{loaded.load_seconds:.1f} s, {loaded.weight_bytes / 1e9:.2f} GB of weights; advisor expects "
-        f"~{first.decode_tok_s:.1f} tok/s and a first token after ~{first.ttft_s:.2f} s for a "
-        f"{first.prompt_tokens}-token prompt; context {context} tokens"
-        + (f" ({'; '.join(notes)})" if notes else "")
-    ]
-    draft = None
-    if assistant:
-        from advisor.ranking import price_assistant
-
-        draft_source = runtime.prepare(assistant, allow_pickle=allow_pickle)
-        draft_spec = spec_from_folder(draft_source.path, model_id=draft_source.id, trust_remote_code=trust_remote_code)
-        priced = price_assistant(
-            dataclasses.replace(rec, recommended=option), draft_spec, hw, calibration=calibration, context=plan_context
+    if "speedup" in priced:
+        line += (
+            f"; advisor expects {priced['speedup']:.2f}x with it ({priced['tok_s']:.1f} tok/s at "
+            f"{priced['acceptance']:.0%} acceptance)"
         )
-        draft_prec = priced.get("draft_precision") or prec
-        draft = runtime.load(
-            draft_source, draft_prec, device_map=device_map, max_memory=max_memory, trust_remote_code=trust_remote_code
-        )
-        check_assistant(loaded, draft)
-        estimates.assisted = priced
-        estimates.plain_tok_s = measure_plain_decode(loaded)
-        line = (
-            f"assistant {draft_source.id} loaded in {draft_prec}; plain decode measured here "
-            f"{estimates.plain_tok_s:.1f} tok/s"
-        )
-        if "speedup" in priced:
-            line += (
-                f"; advisor expects {priced['speedup']:.2f}x with it ({priced['tok_s']:.1f} tok/s at "
-                f"{priced['acceptance']:.0%} acceptance)"
-            )
-        lines.append(line)
-    engine = Engine(loaded, draft)
-    if seed is not None:
-        runtime.set_seed(seed)
-    return Started(engine=engine, estimates=estimates, max_context=context, lines=lines)
+    return line

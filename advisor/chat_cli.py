@@ -6,7 +6,15 @@ import sys
 
 import click
 
-from advisor.cli import FiniteFloat, PrecisionType, cli, revision_option, trust_option
+from advisor.cli import (
+    FiniteFloat,
+    PrecisionType,
+    cli,
+    gpu_layers_option,
+    revision_option,
+    runtime_option,
+    trust_option,
+)
 
 
 @cli.command()
@@ -19,7 +27,9 @@ from advisor.cli import FiniteFloat, PrecisionType, cli, revision_option, trust_
 @click.option("--system", default=None, help="The system message, e.g. 'You are a sassy, wise-cracking robot ...'.")
 @click.option("--interactive", "-i", is_flag=True, help="Chat line by line even when stdin is not a terminal.")
 @click.option("--precision", "-p", type=PrecisionType(), default=None, help="Load this precision (default: the pick).")
+@runtime_option("Run on this runtime (default: the recommended option's).")
 @click.option("--device-map", default=None, help="transformers device_map (cpu, auto, cuda:0 ...); default: best here.")
+@gpu_layers_option
 @click.option("--max-memory", default=None, help="Per-device limits for device_map=auto, e.g. '0=20GiB,cpu=60GiB'.")
 @click.option(
     "--max-context", type=click.IntRange(16, 10_000_000), default=None,
@@ -37,7 +47,8 @@ from advisor.cli import FiniteFloat, PrecisionType, cli, revision_option, trust_
 @click.option("--allow-pickle", is_flag=True, help="Allow loading pickled (*.bin) weights from a trusted source.")
 @revision_option
 @trust_option
-def chat(model, message, messages_file, system, interactive, precision, device_map, max_memory, max_context,
+def chat(model, message, messages_file, system, interactive, precision, runtime, device_map, gpu_layers, max_memory,
+         max_context,
          max_new_tokens, temperature, top_p, seed, assistant, no_record, allow_pickle, revision,
          trust_remote_code) -> None:
     """Chat with MODEL (default: the embedded SmolLM2-135M-Instruct) in the configuration advisor recommends.
@@ -57,7 +68,7 @@ def chat(model, message, messages_file, system, interactive, precision, device_m
     tty_in = bool(getattr(stdin, "isatty", lambda: False)())
     oneshot = message is not None or not (interactive or tty_in)
     if message is None and oneshot:
-        message = stdin.read().strip() or None
+        message = C.read_capped(stdin, "The message on stdin").strip() or None
         if message is None and not (messages and messages[-1]["role"] == "user"):
             raise UsageError("Nothing to answer: stdin was empty. Pass -m 'question', pipe one in, or use -i.")
     memory = None
@@ -67,7 +78,8 @@ def chat(model, message, messages_file, system, interactive, precision, device_m
         memory = _parse_max_memory(max_memory)
 
     started = C.start(
-        model, hw=hardware.load_or_probe(), precision=precision, device_map=device_map, max_memory=memory,
+        model, hw=hardware.load_or_probe(), precision=precision, runtime=runtime, device_map=device_map,
+        gpu_layers=gpu_layers, max_memory=memory,
         max_context=max_context, assistant=assistant, record=not no_record, seed=seed, revision=revision,
         trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
     )

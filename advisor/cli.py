@@ -16,16 +16,15 @@ import click
 
 from advisor import __version__
 from advisor.errors import AdvisorError, UsageError
+from advisor.textutil import first_line, one_line, safe
 
 DEBUG_ENV = "ADVISOR_DEBUG"
 
 
 def _consoles():
-    from rich.console import Console
+    from advisor.render import consoles
 
-    # Piped output keeps whole table rows (rich would fold them at 80 columns).
-    width = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "200"))
-    return Console(width=width), Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+    return consoles()
 
 
 class PrecisionType(click.ParamType):
@@ -68,6 +67,16 @@ context_option = click.option(
     help="Tokens of context to hold (prompt + answer).",
 )
 revision_option = click.option("--revision", default=None, help="Hub revision (branch, tag or commit).")
+RUNTIMES = ("transformers", "llama.cpp")
+gpu_layers_option = click.option(
+    "--gpu-layers", type=click.IntRange(0, 100_000), default=None, help="llama.cpp: decoder layers on the GPU."
+)
+
+
+def runtime_option(help_text: str):
+    return click.option("--runtime", type=click.Choice(RUNTIMES), default=None, help=help_text)
+
+
 trust_option = click.option(
     "--trust-remote-code", is_flag=True, help="Allow a repository's own Python code to run (off by default)."
 )
@@ -303,8 +312,23 @@ def _register_optional_commands() -> None:
                 raise
 
 
+def _show_click_error(exc: click.exceptions.ClickException) -> None:
+    """click's own error display (usage, hint, message), with the message cleaned: click quotes the bad value,
+    which may hold terminal escapes."""
+    ctx = getattr(exc, "ctx", None)
+    if isinstance(exc, click.exceptions.UsageError) and ctx is not None:
+        click.echo(ctx.get_usage(), err=True)
+        if ctx.command.get_help_option(ctx) is not None:
+            click.echo(f"Try '{ctx.command_path} {ctx.help_option_names[0]}' for help.", err=True)
+        click.echo("", err=True)
+    click.echo(one_line(f"Error: {exc.format_message()}", 1000), err=True)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the CLI and turn errors into one line and an exit code."""
+    """Entry point: run the CLI and turn errors into one line and an exit code. Every line it prints about an
+    error is cleaned of control characters (the input it names may come from a hostile file)."""
+    import errno
+
     debug = bool(os.environ.get(DEBUG_ENV))
     _register_optional_commands()
     try:
@@ -316,21 +340,30 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("advisor: interrupted.", err=True)
         sys.exit(130)
     except click.exceptions.ClickException as exc:
-        exc.show()
+        _show_click_error(exc)
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except AdvisorError as exc:
         if debug:
             raise
-        click.echo(f"advisor: {exc}", err=True)
+        click.echo(f"advisor: {one_line(exc, 2000)}", err=True)
         sys.exit(exc.exit_code)
     except BrokenPipeError:
         sys.exit(0)
+    except OSError as exc:
+        if debug:
+            raise
+        name = f" '{safe(exc.filename, 60)}'" if exc.filename else ""
+        if exc.errno == errno.ENAMETOOLONG:
+            click.echo(f"advisor: the name{name} is too long for a file name here: check the argument.", err=True)
+        else:
+            click.echo(f"advisor: cannot use{name}: {safe(exc.strerror or exc, 160)}.", err=True)
+        sys.exit(1)
     except Exception as exc:
         if debug:
             raise
-        first = str(exc).splitlines()[0] if str(exc) else ""
+        first = first_line(exc)
         click.echo(
             f"advisor: unexpected {type(exc).__name__}: {first} (set {DEBUG_ENV}=1 for the traceback, and report it).",
             err=True,

@@ -44,8 +44,11 @@ from typing import Any
 import psutil
 
 from advisor.errors import AdvisorError, HardwareProbeError
+from advisor.fileio import MAX_STATE_BYTES, NotRegularFile, decode_json, read_bytes
+from advisor.hf import hub_cache_dir
 from advisor.paths import cache_dir, set_aside
 from advisor.spec import Device, Hardware
+from advisor.textutil import first_line
 
 CACHE_FILE = "hardware.json"
 SCHEMA = 1  # bump when the meaning of a stored figure changes: older caches are re-measured
@@ -93,12 +96,8 @@ def _now_iso() -> str:
 
 def _err(exc: BaseException) -> str:
     """A one-line description of an exception that never raises (NVMLError.__str__ can)."""
-    try:
-        text = str(exc)
-    except Exception:
-        text = ""
-    text = text.strip().splitlines()[0] if text.strip() else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    text = first_line(exc)
+    return f"{type(exc).__name__}: {text}" if text and text != type(exc).__name__ else type(exc).__name__
 
 
 def _text(value: Any) -> str:
@@ -976,22 +975,6 @@ def _torch_gpu_devices(nvml_gpus: list[dict[str, Any]], notes: list[str], measur
 # --------------------------------------------------------------------------------------------
 
 
-def hf_cache_path() -> Path:
-    """Where Hugging Face keeps downloaded models (HF_HUB_CACHE, HF_HOME/hub, or the default)."""
-    env = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
-    if env:
-        return Path(env).expanduser()
-    if os.environ.get("HF_HOME"):
-        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
-    try:
-        from huggingface_hub import constants
-
-        return Path(constants.HF_HUB_CACHE)
-    except Exception:
-        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-        return Path(base) / "huggingface" / "hub"
-
-
 def _existing_dir(path: Path) -> Path:
     path = path.absolute()
     while not path.is_dir() and path != path.parent:
@@ -1003,12 +986,43 @@ DISK_PROBE_PREFIX = ".advisor-disk-probe-"
 
 
 def _remove_stale_probe_files(directory: Path, older_than_s: float = 3600) -> None:
-    """Delete test files a killed probe left behind (only ours, only old ones)."""
+    """Delete test files a killed probe left behind: ours only (the prefix), those whose process is gone (the pid
+    in the name), or, for names without one, those over an hour old."""
     now = time.time()
     for leftover in directory.glob(f"{DISK_PROBE_PREFIX}*.tmp"):
-        with contextlib.suppress(OSError):
-            if now - leftover.stat().st_mtime > older_than_s:
+        with contextlib.suppress(OSError, ValueError):
+            pid = leftover.name[len(DISK_PROBE_PREFIX) :].split("-", 1)[0]
+            if pid.isdigit() and int(pid) != os.getpid():
+                if not psutil.pid_exists(int(pid)):
+                    leftover.unlink()
+            elif not pid.isdigit() and now - leftover.stat().st_mtime > older_than_s:
                 leftover.unlink()
+
+
+@contextlib.contextmanager
+def _exit_on_signals():
+    """SIGTERM and SIGHUP end the block as an exception (so its `finally` deletes the probe's test file) instead of
+    killing the process where it stands. Only in the main thread, where Python runs signal handlers."""
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    wanted = [s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if s is not None]
+
+    def leave(signum, frame):
+        raise SystemExit(128 + signum)
+
+    old = {}
+    for sig in wanted:
+        with contextlib.suppress(ValueError, OSError):
+            old[sig] = signal.signal(sig, leave)
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            with contextlib.suppress(ValueError, OSError, TypeError):
+                signal.signal(sig, handler)
 
 
 class _DiskProbe:
@@ -1032,7 +1046,7 @@ class _DiskProbe:
         write_budget_s: float = DISK_WRITE_BUDGET_S,
         read_budget_s: float = DISK_READ_BUDGET_S,
     ):
-        self.dir = _existing_dir(directory if directory is not None else hf_cache_path())
+        self.dir = _existing_dir(directory if directory is not None else hub_cache_dir())
         self.size = size
         self.write_budget_s = write_budget_s
         self.read_budget_s = read_budget_s
@@ -1057,7 +1071,8 @@ class _DiskProbe:
                     self.error = f"too little free space on {self.dir} to measure disk reads"
                     return
             _remove_stale_probe_files(self.dir)
-            fd, self.path = tempfile.mkstemp(prefix=DISK_PROBE_PREFIX, suffix=".tmp", dir=self.dir)
+            prefix = f"{DISK_PROBE_PREFIX}{os.getpid()}-"
+            fd, self.path = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=self.dir)
             if sys.platform == "darwin":
                 import fcntl
 
@@ -1172,6 +1187,11 @@ def probe(*, measure: bool = True, disk: bool = True) -> Hardware:
     skips the disk read test. Never raises for a missing GPU, driver or torch: such things
     become `notes`.
     """
+    with _exit_on_signals():
+        return _probe(measure=measure, disk=disk)
+
+
+def _probe(*, measure: bool, disk: bool) -> Hardware:
     notes: list[str] = []
     disk_probe = _DiskProbe().start() if disk else None  # writes while torch imports
     try:
@@ -1381,11 +1401,19 @@ def _refresh_volatile(hw: Hardware) -> Hardware:
 def _read_cache(path: Path) -> tuple[Hardware | None, int | None, str | None]:
     """(profile, schema, warning): a corrupt file is set aside, an unreadable one left alone."""
     try:
-        raw = path.read_bytes()
+        raw = read_bytes(path, limit=MAX_STATE_BYTES)
+    except NotRegularFile as exc:
+        return None, None, f"Could not read the cached hardware profile: {_err(exc)}; measured again"
     except OSError as exc:
         return None, None, f"Could not read the cached hardware profile {path}: {_err(exc)}"
+    except ValueError as exc:  # far larger than any profile: damaged; checked before reading a byte of it
+        raw, too_big = b"", exc
+    else:
+        too_big = None
     try:
-        data = json.loads(raw.decode("utf-8"))
+        if too_big is not None:
+            raise too_big
+        data = decode_json(raw)
         hw = hardware_from_json(data)
         return hw, data.get("schema"), None
     except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:  # UnicodeDecodeError too
@@ -1405,9 +1433,20 @@ def _read_cache(path: Path) -> tuple[Hardware | None, int | None, str | None]:
 CONTENTION_REMEASURE = 0.25
 
 
+def contention_limit() -> float:
+    """The share of the CPU other processes may take while advisor measures: ADVISOR_MAX_CPU_CONTENTION (0-1),
+    for a shared machine whose owner accepts noisier calibration, else 0.25."""
+    try:
+        value = float(os.environ.get("ADVISOR_MAX_CPU_CONTENTION", CONTENTION_REMEASURE))
+    except ValueError:
+        return CONTENTION_REMEASURE
+    return value if 0 < value <= 1 else CONTENTION_REMEASURE
+
+
 def too_contended(share: float | None) -> bool:
     """Whether a measurement during which other processes took `share` of the CPU reads too low to keep."""
-    return isinstance(share, (int, float)) and share >= CONTENTION_REMEASURE
+    limit = contention_limit()
+    return isinstance(share, (int, float)) and share >= limit and limit < 1
 
 
 def _contended(hw: Hardware) -> bool:

@@ -19,6 +19,7 @@ import re
 
 from advisor.errors import NameParseError
 from advisor.spec import SizeLabel
+from advisor.textutil import clean, shorten
 
 __all__ = ["find_size_in_id", "parse_size"]
 
@@ -76,11 +77,16 @@ def parse_size(text: str) -> SizeLabel:
     """Read a bare label ('8B', '7b1', '8x7B', '141B-A35B', 'E2B') or raise NameParseError."""
     match = _LABEL.fullmatch(text.strip())
     if match is None:
-        raise NameParseError(f"Cannot read size label {text!r}: {_EXPECTED}")
+        raise NameParseError(f"Cannot read size label {_shown(text)}: {_EXPECTED}")
     try:
         return _label_from(match, allow_active_only=False)
     except _BadSize as exc:
-        raise NameParseError(f"Cannot read size label {text!r}: {exc}; {_EXPECTED}") from None
+        raise NameParseError(f"Cannot read size label {_shown(text)}: {exc}; {_EXPECTED}") from None
+
+
+def _shown(text: str) -> str:
+    """The label as typed (quoted, whitespace kept), without control characters, at most 80 characters."""
+    return repr(shorten(clean(text), 80))
 
 
 def find_size_in_id(model_id: str) -> SizeLabel | None:

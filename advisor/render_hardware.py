@@ -9,6 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from advisor.spec import Device, Hardware
+from advisor.textutil import clean
 
 GB = 1e9
 MiB = 2**20
@@ -26,7 +27,7 @@ SOURCE_STYLE = {"measured": "green", "driver": "yellow", "table": "yellow", "use
 
 def _source(source: str | None) -> Text:
     source = source or "unknown"
-    return Text(SOURCE_WORDS.get(source, source), style=SOURCE_STYLE.get(source, "dim"))
+    return Text(clean(SOURCE_WORDS.get(source, source)), style=SOURCE_STYLE.get(source, "dim"))
 
 
 def _gb(n: float | None) -> str:
@@ -47,14 +48,14 @@ def _bandwidth(dev: Device) -> Text:
     text = Text()
     by_dtype = dev.details.get("bandwidth_gbps_by_dtype") if dev.details else None
     if by_dtype and len(by_dtype) > 1:
-        text.append(" / ".join(f"{k} {_rate(v, '')}".strip() for k, v in by_dtype.items()) + " GB/s")
+        text.append(clean(" / ".join(f"{k} {_rate(v, '')}".strip() for k, v in by_dtype.items()) + " GB/s"))
     else:
         text.append(_rate(dev.bandwidth_gbps, "GB/s"))
     text.append("\n")
     text.append_text(_source(dev.bandwidth_source))
     by_method = dev.details.get("bandwidth_gbps_by_method") if dev.details else None
     if by_method:
-        text.append("\n" + ", ".join(f"{k} {_rate(v, 'GB/s')}" for k, v in by_method.items()), style="dim")
+        text.append(clean("\n" + ", ".join(f"{k} {_rate(v, 'GB/s')}" for k, v in by_method.items())), style="dim")
     if dev.theoretical_bandwidth_gbps is not None and dev.bandwidth_source != "driver":
         text.append(f"\npeak {_rate(dev.theoretical_bandwidth_gbps, 'GB/s')} (driver)", style="dim")
     return text
@@ -64,10 +65,10 @@ def _matmul(dev: Device) -> Text:
     text = Text()
     by_dtype = dev.details.get("matmul_tflops_by_dtype") if dev.details else None
     if by_dtype and len(by_dtype) > 1:
-        text.append(" / ".join(f"{k} {_rate(v, '')}".strip() for k, v in by_dtype.items()) + " TFLOPS")
+        text.append(clean(" / ".join(f"{k} {_rate(v, '')}".strip() for k, v in by_dtype.items()) + " TFLOPS"))
     else:
         dtype = dev.details.get("matmul_dtype") if dev.details else None
-        text.append(_rate(dev.matmul_tflops, "TFLOPS") + (f" {dtype}" if dtype and dev.matmul_tflops else ""))
+        text.append(clean(_rate(dev.matmul_tflops, "TFLOPS") + (f" {dtype}" if dtype and dev.matmul_tflops else "")))
     text.append("\n")
     text.append_text(_source(dev.matmul_source if dev.matmul_tflops is not None else "unknown"))
     return text
@@ -145,14 +146,14 @@ def summary_table(hw: Hardware) -> Table:
         disk.append(" measured", style="green")
         disk.append(" (cold sequential read)", style="dim")
     if hw.disk_path:
-        disk.append(f" on {hw.disk_path}", style="dim")
+        disk.append(clean(f" on {hw.disk_path}"), style="dim")
     table.add_row("Disk read", disk)
     source = {"probe": "measured on this machine", "table": "accelerator table", "flags": "command-line flags"}
     table.add_row("Profile", source.get(hw.source, hw.source))
     if hw.measured_at:
         table.add_row("Measured at", hw.measured_at)
     if hw.fingerprint:
-        table.add_row("Fingerprint", Text(hw.fingerprint, style="dim"))
+        table.add_row("Fingerprint", Text(clean(hw.fingerprint), style="dim"))
     return table
 
 
@@ -164,4 +165,4 @@ def print_hardware(hw: Hardware, console: Console) -> None:
         console.print()
         console.print(Text("Notes", style="bold"))
         for note in hw.notes:
-            console.print(Text(f"- {note}", style="yellow"))
+            console.print(Text(clean(f"- {note}"), style="yellow"))

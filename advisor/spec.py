@@ -56,6 +56,7 @@ class ParamBreakdown(_Json):
     routed_experts_linear: int = 0
     attn_v: int = 0  # v projections: llama.cpp's *_M mixes keep some of them at higher precision
     ffn_down: int = 0  # down projections: likewise
+    attn_output: int = 0  # attention output projections: raised in llama.cpp's Q3_K_M and Q2_K
 
     @property
     def total(self) -> int:

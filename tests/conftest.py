@@ -61,15 +61,18 @@ def seeded_hw(_probed_hardware):
 
 @pytest.fixture(scope="session")
 def embedded_source(tmp_path_factory):
-    """The embedded model converted once per session (the GGUF dequantization takes ~20 s)."""
+    """The embedded model converted once per session (the GGUF dequantization takes ~20 s): an Artifact whose
+    `path` is the converted transformers folder."""
     import os
 
-    from advisor import runtime
+    from advisor import artifacts
+    from advisor.engines import Artifact
+    from advisor.paths import EMBEDDED_ID, embedded_gguf
 
     old = os.environ.get("ADVISOR_CACHE_DIR")
     os.environ["ADVISOR_CACHE_DIR"] = str(tmp_path_factory.mktemp("embedded-cache"))
     try:
-        return runtime.prepare(None)
+        return Artifact(EMBEDDED_ID, artifacts.convert_gguf(embedded_gguf()), "transformers", "embedded")
     finally:
         if old is None:
             os.environ.pop("ADVISOR_CACHE_DIR", None)
@@ -138,3 +141,59 @@ def cpu_share(monkeypatch):
 
     set_share(0.0)
     return set_share
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tmp_path_factory, smollm_gguf) -> Path:
+    """A random 2-layer Llama (hidden 64) as an F32 GGUF with the embedded model's tokenizer and chat template:
+    llama.cpp loads, quantizes and runs it in well under a second, and transformers converts it as fast."""
+    import numpy as np
+    from gguf import GGUFReader, GGUFValueType, GGUFWriter
+
+    hidden, inter, layers, heads, kv_heads = 64, 128, 2, 4, 2
+    head_dim = hidden // heads
+    reader = GGUFReader(str(smollm_gguf))
+    path = tmp_path_factory.mktemp("tiny-gguf") / "tiny-llama.F32.gguf"
+    writer = GGUFWriter(str(path), arch="llama")
+    writer.add_name("tiny-llama")
+    writer.add_file_type(0)
+    writer.add_block_count(layers)
+    writer.add_context_length(2048)
+    writer.add_embedding_length(hidden)
+    writer.add_feed_forward_length(inter)
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(kv_heads)
+    writer.add_rope_dimension_count(head_dim)
+    writer.add_rope_freq_base(10000.0)
+    writer.add_layer_norm_rms_eps(1e-5)
+    vocab = 0
+    for field in reader.fields.values():
+        if field.name.startswith("tokenizer."):
+            vtype = field.types[0]
+            sub = field.types[-1] if vtype == GGUFValueType.ARRAY else None
+            writer.add_key_value(field.name, field.contents(), vtype, sub_type=sub)
+            if field.name == "tokenizer.ggml.tokens":
+                vocab = len(field.data)
+    writer.add_vocab_size(vocab)
+    rng = np.random.default_rng(0)
+
+    def weight(*shape):
+        return (rng.standard_normal(shape) * 0.05).astype(np.float32)
+
+    writer.add_tensor("token_embd.weight", weight(vocab, hidden))
+    writer.add_tensor("output_norm.weight", np.ones(hidden, dtype=np.float32))
+    for i in range(layers):
+        writer.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(hidden, dtype=np.float32))
+        writer.add_tensor(f"blk.{i}.attn_q.weight", weight(hidden, hidden))
+        writer.add_tensor(f"blk.{i}.attn_k.weight", weight(kv_heads * head_dim, hidden))
+        writer.add_tensor(f"blk.{i}.attn_v.weight", weight(kv_heads * head_dim, hidden))
+        writer.add_tensor(f"blk.{i}.attn_output.weight", weight(hidden, hidden))
+        writer.add_tensor(f"blk.{i}.ffn_norm.weight", np.ones(hidden, dtype=np.float32))
+        writer.add_tensor(f"blk.{i}.ffn_gate.weight", weight(inter, hidden))
+        writer.add_tensor(f"blk.{i}.ffn_up.weight", weight(inter, hidden))
+        writer.add_tensor(f"blk.{i}.ffn_down.weight", weight(hidden, inter))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path

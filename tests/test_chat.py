@@ -26,6 +26,7 @@ from click.testing import CliRunner
 import advisor.chat_cli  # noqa: F401  (registers `chat` on the group)
 from advisor import chat as C
 from advisor.cli import cli
+from advisor.engines import ChatTemplateError
 from advisor.errors import AdvisorError, UsageError
 
 STATS = re.compile(r"\[(\d+) tokens at (\d+) tokens of context: ([\d.]+) tok/s \(advisor estimated ([\d.]+)\), "
@@ -42,7 +43,7 @@ def chat_model(tmp_path_factory, embedded_source) -> Path:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from advisor import runtime
+    from advisor.hf import quiet
 
     folder = tmp_path_factory.mktemp("chat-tiny")
     config = LlamaConfig(
@@ -51,7 +52,7 @@ def chat_model(tmp_path_factory, embedded_source) -> Path:
         eos_token_id=None, pad_token_id=2,
     )
     torch.manual_seed(0)
-    with runtime.quiet():
+    with quiet():
         LlamaForCausalLM(config).save_pretrained(folder)
     for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json"):
         if (embedded_source.path / name).exists():
@@ -66,7 +67,7 @@ def other_tokenizer_model(tmp_path_factory) -> Path:
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    from advisor import runtime
+    from advisor.hf import quiet
 
     folder = tmp_path_factory.mktemp("other-tokenizer")
     vocab = {"<unk>": 0, **{f"w{i}": i for i in range(1, 64)}}
@@ -76,7 +77,7 @@ def other_tokenizer_model(tmp_path_factory) -> Path:
     config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                          num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512)
     torch.manual_seed(0)
-    with runtime.quiet():
+    with quiet():
         LlamaForCausalLM(config).save_pretrained(folder)
     return folder
 
@@ -201,14 +202,20 @@ def test_session_keeps_history_and_commands_work_with_any_engine(tmp_path):
 # The embedded model
 
 
-def test_one_shot_answers_paris_offline_with_the_speed_on_stderr(embedded_here):
+@pytest.mark.parametrize("runtime", ["transformers", "llama.cpp"])
+def test_one_shot_answers_paris_offline_with_the_speed_on_stderr(embedded_here, runtime):
     from advisor import calibration
+    from advisor.engines import llamacpp
 
-    result = ok(run_chat(["-m", "What is the capital of France?", "--temperature", "0"]))
+    if runtime == "llama.cpp" and not llamacpp.usable():
+        pytest.skip(llamacpp.unavailable_reason())
+    question = "What is the capital of France? Answer in one word."
+    result = ok(run_chat(["-m", question, "--temperature", "0", "--runtime", runtime]))
     assert "Paris" in result.stdout
     assert "tok/s" not in result.stdout and "loaded" not in result.stdout  # stdout is the answer only
     load_line = result.stderr.splitlines()[0]
-    assert "SmolLM2-135M-Instruct (embedded) loaded in" in load_line and "advisor expects ~" in load_line
+    assert "SmolLM2-135M-Instruct loaded in" in load_line and f"on {runtime}, cpu" in load_line
+    assert "advisor expects ~" in load_line
     match = STATS.search(result.stderr)
     assert match, result.stderr
     tokens, _, tok_s, estimated = int(match.group(1)), int(match.group(2)), float(match.group(3)), float(match.group(4))
@@ -300,7 +307,7 @@ def test_answers_of_16_tokens_or_more_are_recorded_for_calibration(chat_model, s
     runs = calibration.runs()
     assert len(runs) == 1 and "recorded as calibration run" in recorded.stderr
     run = runs[0]
-    assert run.model == str(chat_model) and run.measured["source"] == "chat" and run.measured["new_tokens"] == 20
+    assert run.model == chat_model.name and run.measured["source"] == "chat" and run.measured["new_tokens"] == 20
     assert run.measured_tok_s > 0 and run.estimated_tok_s and run.fingerprint == seeded_hw.fingerprint
 
     ok(run_chat([*base, "--max-new-tokens", "20", "--no-record"]))
@@ -314,18 +321,18 @@ def test_answers_of_16_tokens_or_more_are_recorded_for_calibration(chat_model, s
 def test_out_of_memory_in_an_answer_is_one_line_and_the_session_goes_on(chat_model, seeded_hw, tmp_path, monkeypatch):
     import torch
 
-    from advisor import runtime
+    from advisor.engines.transformers import TransformersEngine
 
-    real, calls = runtime.generate, []
+    real, calls = TransformersEngine.generate, []
 
-    def flaky(*args, **kwargs):
+    def flaky(self, *args, **kwargs):
         calls.append(1)
         if len(calls) == 1:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return real(*args, **kwargs)
+        return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(runtime, "generate", flaky)
-    monkeypatch.setattr(runtime, "warm_up", lambda loaded: 0.0)  # the first *answer* must hit the failure
+    monkeypatch.setattr(TransformersEngine, "generate", flaky)
+    monkeypatch.setattr(TransformersEngine, "warm_up", lambda self: 0.0)  # the first *answer* must hit the failure
     script = f"first\nsecond\n/save {tmp_path / 's.json'}\n"
     result = ok(run_chat([str(chat_model), "-i", "--max-new-tokens", "3", "--no-record"], input=script))
     assert "advisor: Out of memory answering at" in result.stderr
@@ -342,7 +349,7 @@ def test_a_model_without_chat_template_is_refused_in_one_line(chat_model, seeded
     config.pop("chat_template", None)
     (base / "tokenizer_config.json").write_text(json.dumps(config))
     result = run_chat([str(base), "-m", "hi"])
-    assert isinstance(result.exception, C.ChatError)
+    assert isinstance(result.exception, ChatTemplateError)
     text = str(result.exception)
     assert "has no chat template" in text and "base-model" in text and "\n" not in text
 

@@ -68,8 +68,8 @@ def test_gguf_q8_0_and_q4_0(tiny):
 
 def test_llama_cpp_more_bits_layers():
     # use_more_bits(i, n) = i < n/8 || i >= 7n/8 || (i - n/8) % 3 == 2  (llama-quant.cpp)
-    assert M._more_bits_layers(32) == 16
-    assert M._more_bits_layers(8) == 1 + 1 + 2
+    assert M._layers_where("more_bits", 32, 1) == 16
+    assert M._layers_where("more_bits", 8, 1) == 1 + 1 + 2
 
 
 def test_kv_cache_bytes(tiny):

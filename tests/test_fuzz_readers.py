@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import struct
-import time
 import tracemalloc
 
 import hardening as HZ
@@ -133,16 +132,19 @@ def test_config_with_a_bom_is_read(tmp_path):
     assert load_config_file(path) == {"model_type": "llama"}
 
 
-def test_absurd_layer_count_is_refused_before_building():
-    """10**6 layers took ~5 ms each to build on the meta device (over an hour): refused at once now."""
+def test_absurd_layer_count_is_refused_before_building(monkeypatch):
+    """10**6 layers took ~5 ms each to build on the meta device (over an hour): refused before any build now."""
+    from advisor.sources import config as cfg
     from advisor.sources.config import spec_from_config
 
+    def no_build(*args, **kwargs):
+        raise AssertionError("a config with an absurd layer count reached the build")
+
+    monkeypatch.setattr(cfg, "build_config", no_build)
     config = json.loads((HZ.CONFIGS / "HuggingFaceTB__SmolLM2-135M-Instruct.json").read_text())
     for key, value in (("num_hidden_layers", 10**6), ("num_hidden_layers", 1e300)):
-        start = time.perf_counter()
         with pytest.raises(ConfigError, match=f"claims {key}"):
             spec_from_config({**config, key: value}, model_id="x")
-        assert time.perf_counter() - start < 1.0
     text = {**config, "model_type": "llava", "text_config": {**config, "num_hidden_layers": 10**7}}
     with pytest.raises(ConfigError, match="num_hidden_layers = 10,000,000"):
         spec_from_config(text, model_id="x")
@@ -314,15 +316,13 @@ def test_gguf_million_item_array_is_cheap(tmp_path, item_type, width):
     path = tmp_path / "big-array.gguf"
     path.write_bytes(_gguf_with_array(item_type, bytes(width * n), n))
     tracemalloc.start()
-    start = time.perf_counter()
     try:
         spec = spec_from_gguf(path)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
     assert spec.architecture == "llama"
-    assert time.perf_counter() - start < 3.0
-    assert peak < 64 << 20
+    assert peak < 64 << 20  # one view of the array, or a walk with struct: never a Python object per item
 
 
 def test_gguf_nested_arrays_are_bounded(tmp_path):
@@ -372,14 +372,13 @@ def test_gguf_forged_tensor_offset_prints_nothing(tmp_path, capfd):
     assert capfd.readouterr().err == ""
 
 
+@pytest.mark.timeout(60)  # a regular expression that backtracks on these would run for hours
 def test_label_regressions():
     from advisor.names import parse_size
 
     for text in ("9" * 5000 + "B", "1" * 20 + "x" + "1" * 20 + "B", "8x0B", "0B-A0B", "1B-A2B"):
-        start = time.perf_counter()
         with pytest.raises(NameParseError):
             parse_size(text)
-        assert time.perf_counter() - start < 0.5
     assert HZ.check_label("-".join(["1.1"] * 20_000) + "B") in ("parsed", "NameParseError")
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import struct
 import subprocess
 import sys
-import time
 import tracemalloc
 from pathlib import Path
 
@@ -125,10 +124,14 @@ def test_prefix_shorter_than_preamble(smollm_gguf):
 def test_truncated_copy_of_real_file(smollm_gguf, tmp_path):
     cut = tmp_path / "cut.gguf"
     cut.write_bytes(smollm_gguf.read_bytes()[:100])
-    start = time.perf_counter()
-    with pytest.raises(HeaderError, match=r"'.*cut\.gguf' is truncated or corrupt: .*272 tensors.*re-download"):
-        spec_from_gguf(cut)
-    assert time.perf_counter() - start < 1.0
+    tracemalloc.start()
+    try:
+        with pytest.raises(HeaderError, match=r"'.*cut\.gguf' is truncated or corrupt: .*272 tensors.*re-download"):
+            spec_from_gguf(cut)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20  # refused from the preamble's counts, before walking anything
 
 
 def test_real_file_cut_inside_tensor_data(smollm_gguf, tmp_path):
@@ -434,7 +437,6 @@ def test_forged_counts_fail_fast_without_allocating(tmp_path):
     path = tmp_path / "forged.gguf"
     path.write_bytes(b"GGUF" + struct.pack("<IQQ", 3, 2**60, 1) + bytes(4096))
     tracemalloc.start()
-    start = time.perf_counter()
     try:
         with pytest.raises(HeaderError, match=r"1,152,921,504,606,846,976 tensors"):
             spec_from_gguf(path)
@@ -443,7 +445,6 @@ def test_forged_counts_fail_fast_without_allocating(tmp_path):
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert time.perf_counter() - start < 1.0
     assert peak < 1 << 20
 
 
@@ -459,10 +460,14 @@ def test_string_length_past_end_of_file(tiny):
     at = _offset_after_key(data, "general.architecture")  # u32 type (STRING), then u64 length
     struct.pack_into("<Q", data, at + 4, 2**40)
     tiny.write_bytes(bytes(data))
-    start = time.perf_counter()
-    with pytest.raises(HeaderError, match=r"is truncated or corrupt: its header runs to byte 1,099,511,6"):
-        spec_from_gguf(tiny)
-    assert time.perf_counter() - start < 1.0
+    tracemalloc.start()
+    try:
+        with pytest.raises(HeaderError, match=r"is truncated or corrupt: its header runs to byte 1,099,511,6"):
+            spec_from_gguf(tiny)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20  # the terabyte string was never read
 
 
 def test_absurd_array_length(tiny):

@@ -104,6 +104,8 @@ def test_probe_measures_cpu_and_ram(tmp_path):
 
 
 def test_load_or_probe_uses_cache_on_second_call(monkeypatch):
+    # About the cache, not contention: a profile measured while other work shared the CPU would be re-measured.
+    monkeypatch.setattr(H, "_contended", lambda hw: False)
     first = H.load_or_probe()
     path = cache_dir() / "hardware.json"
     data = json.loads(path.read_text())

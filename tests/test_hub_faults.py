@@ -106,23 +106,20 @@ def test_fuzz_safetensors_served_by_the_hub(hub_server):
     assert not hub_server.violations
 
 
+@pytest.mark.timeout(120)  # a client that ignored the 0.3 s setting would wait out the 600 s stall and fail here
 def test_timeout_setting_is_respected_by_config_downloads(hub_server, monkeypatch):
     """config.json used to go through hf_hub_download, whose GET ignores ADVISOR_HUB_TIMEOUT (10 s default)."""
-    import time
-
     from advisor.sources.hub import spec_from_hub
 
     HZ.add_fault_repos(hub_server)
-    hub_server.repos[HZ.HUB_REPO].fault("stall", "config.json", delay=5, keep=5)
+    hub_server.repos[HZ.HUB_REPO].fault("stall", "config.json", delay=600, keep=5)
     monkeypatch.setenv("ADVISOR_HUB_TIMEOUT", "0.3")
-    start = time.perf_counter()
     with pytest.raises(NetworkError, match=r"0\.3s"):
         spec_from_hub(HZ.HUB_REPO)
-    assert time.perf_counter() - start < 4.5  # gave up before the 5 s stall ended (a loose bound: CI may be busy)
 
 
 def test_oversized_config_is_refused_without_reading_it_all(hub_server, monkeypatch):
-    from advisor.sources import config as C
+    from advisor import fileio
     from advisor.sources.hub import spec_from_hub
 
     monkeypatch.setattr("advisor.sources.hub.MAX_CONFIG_BYTES", 1 << 20)
@@ -130,7 +127,7 @@ def test_oversized_config_is_refused_without_reading_it_all(hub_server, monkeypa
     repo.add_file("config.json", b'{"model_type": "llama", "pad": "' + b"x" * (3 << 20) + b'"}', lfs=False)
     with pytest.raises(AdvisorError, match=r"'config\.json' is over 1 MiB: not a config file"):
         spec_from_hub("acme/huge-config")
-    assert C.MAX_CONFIG_BYTES == 64 << 20
+    assert fileio.MAX_CONFIG_BYTES == 64 << 20
 
 
 def test_token_is_not_in_fault_messages(hub_server, monkeypatch):

@@ -36,7 +36,7 @@ CPU_PREFILL_CHUNK = 512
 # NOTE: glibc malloc keeps the freed buffers of a prefill resident (small freed chunks in its
 # per-thread cache stop large ones from merging): one pass grew the process by 1.6-2.4x (mean 2.0)
 # the live activations modelled below, for fp32, bf16 and nf4 on SmolLM2-135M and a 360M model
-# at 128-1024 tokens (glibc 2.36). `runtime.generate` hands them back after each generation.
+# at 128-1024 tokens (glibc 2.36). the engines hand them back after each generation (`engines.memwatch`).
 CPU_ALLOCATOR_SLACK = 2.0
 # NOTE: see LLM.int8 in `overhead_bytes`: the fraction of its matmul temporaries glibc keeps.
 BNB8_CPU_RETAINED = 0.10
@@ -44,10 +44,40 @@ BNB8_CPU_RETAINED = 0.10
 # Ampere/Hopper with lazy module loading (torch issue #20532 and nvidia-smi readings); 500 MiB
 # is the middle. MPS has no separate context.
 CUDA_CONTEXT = 500 * MiB
-# NOTE: llama.cpp: the runtime's own buffers besides its compute buffer (~100 MiB in llama-cli logs).
+# NOTE: a llama.cpp process besides its buffers: Python, numpy and llama-cpp-python's libraries with the model's
+# vocabulary and graph metadata. Measured with the embedded SmolLM2-135M in advisor's llama.cpp bench process
+# (RSS less every buffer llama.cpp printed, less mapped weights): see NOTES.md "llama.cpp memory".
 LLAMA_CPP_BASE = 100 * MiB
-# NOTE: llama.cpp's default micro-batch (n_ubatch = 512); its compute buffer scales with it.
+# NOTE: llama.cpp's default micro-batch (n_ubatch = 512; llama-cpp-python and llama-server alike); its compute
+# buffer scales with it (llama-context.cpp `sched_reserve`).
 LLAMA_CPP_UBATCH = 512
+
+
+@dataclass(frozen=True)
+class LlamaCppSettings:
+    """The llama.cpp knobs that change its memory: KV cache element type, flash attention, the micro-batch, the
+    logits rows its compute buffer reserves (llama-cpp-python: the whole micro-batch; llama-server: one per slot)
+    and whether sliding-window layers keep the full context (llama-cpp-python leaves `swa_full` at true)."""
+
+    kv_cache_type: str = "f16"
+    flash_attn: bool = False  # llama-cpp-python's default (llama-server and llama-cli: auto)
+    n_ubatch: int = LLAMA_CPP_UBATCH
+    n_outputs: int | None = None  # None: the micro-batch
+    n_parallel: int = 1
+    swa_full: bool = True
+
+
+DEFAULT_LLAMA = LlamaCppSettings()
+# NOTE: bytes per KV element llama.cpp stores for each cache type (ggml blocks: q8_0 34 B / 32, q4_0 18 B / 32).
+KV_TYPE_BYTES = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q5_1": 24 / 32, "q5_0": 22 / 32,
+                 "q4_1": 20 / 32, "q4_0": 18 / 32, "iq4_nl": 18 / 32}  # fmt: skip
+# NOTE: llama.cpp pads every context to a multiple of 256 cells (llama-context.cpp: GGML_PAD(n_ctx, 256)).
+LLAMA_CPP_CTX_PAD = 256
+
+
+def llama_context(context: int) -> int:
+    """The context llama.cpp really allocates for `context` tokens."""
+    return -(-max(context, 1) // LLAMA_CPP_CTX_PAD) * LLAMA_CPP_CTX_PAD
 
 
 @dataclass(frozen=True)
@@ -142,41 +172,166 @@ def weight_bytes(spec: ModelSpec, precision: str, *, compute_dtype_bytes: int = 
     raise ValueError(f"unknown precision kind {prec.kind}")
 
 
-# llama.cpp falls back to a legacy type when a row length is not a multiple of the 256-weight
-# K-quant super-block (llama-quant.cpp, `tensor_type_fallback`).
-_K_FALLBACK = {"Q6_K": "Q8_0", "Q5_K": "Q5_1", "Q4_K": "Q5_0", "Q3_K": "IQ4_NL", "Q2_K": "IQ4_NL"}
+# NOTE: llama.cpp falls back to another type when a row is not a multiple of the type's block (llama-quant.cpp
+# `tensor_type_fallback`, commit 0c1e57098 vendored by llama-cpp-python 0.3.36); if that one does not divide
+# the row either, F16.
+_FALLBACK = {"Q6_K": "Q8_0", "Q5_K": "Q5_1", "Q4_K": "Q5_0", "Q3_K": "Q4_0", "Q2_K": "Q4_0", "IQ4_XS": "IQ4_NL"}
 
 
-def _gguf_type_for_row(type_name: str, row_len: int | None) -> str:
-    if type_name in _K_FALLBACK and row_len and row_len % 256:
-        return _K_FALLBACK[type_name]
-    return type_name
+def gguf_type_for_row(type_name: str, row_len: int | None) -> str:
+    """The type llama.cpp really writes for a tensor whose rows hold `row_len` weights."""
+    if not row_len:
+        return type_name
+    block = P.gguf_type_size(type_name)[0]
+    if row_len % block == 0:
+        return type_name
+    fallback = _FALLBACK.get(type_name, "F16")
+    return fallback if row_len % P.gguf_type_size(fallback)[0] == 0 else "F16"
 
 
-def _more_bits_layers(n_layers: int) -> int:
-    """Layers where llama.cpp's *_M recipes raise attn_v/ffn_down to Q6_K (`use_more_bits`)."""
-    eighth = n_layers // 8
-    return sum(1 for i in range(n_layers) if i < eighth or i >= 7 * n_layers // 8 or (i - eighth) % 3 == 2)
+# NOTE: llama.cpp's quantization recipe (src/llama-quant.cpp, `llama_tensor_get_type_impl`, at the commit
+# llama-cpp-python 0.3.36 vendors, 0c1e57098), role by role, checked tensor by tensor on files its quantizer
+# made (`benchmarks/gguf_sizes.py`). Each entry: the file type's default tensor type, then the roles it
+# raises: (role, type, which layers) with layers one of "all", "more_bits" (use_more_bits: the first and last
+# eighth and every third between), "first_eighth", "first_sixteenth", "first_2" (attn_v's first two).
+# GQA rules (n_gqa >= 4) are keyed "gqa4". Tied token embeddings and the output take the output rule.
+GGUF_RECIPES: dict[str, tuple[str, tuple[tuple[str, str, str], ...]]] = {
+    "F32": ("F32", ()),
+    "F16": ("F16", ()),
+    "BF16": ("BF16", ()),
+    "Q8_0": ("Q8_0", ()),
+    "Q6_K": ("Q6_K", ()),
+    "Q5_K_M": ("Q5_K", (("attn_v", "Q6_K", "more_bits"), ("ffn_down", "Q6_K", "more_bits"))),
+    "Q5_K_S": ("Q5_K", ()),
+    "Q4_K_M": ("Q4_K", (("attn_v", "Q6_K", "more_bits"), ("ffn_down", "Q6_K", "more_bits"))),
+    "Q4_K_S": ("Q4_K", (("attn_v", "Q5_K", "first_4"), ("ffn_down", "Q5_K", "first_eighth"))),
+    "Q4_0": ("Q4_0", ()),
+    "Q4_1": ("Q4_1", ()),
+    "Q5_0": ("Q5_0", ()),
+    "Q5_1": ("Q5_1", ()),
+    "Q3_K_M": (
+        "Q3_K",
+        (
+            ("attn_v", "Q5_K", "first_2"),
+            ("attn_v", "Q4_K", "rest_2"),
+            ("attn_output", "Q4_K", "all"),
+            ("ffn_down", "Q5_K", "first_sixteenth"),
+            ("ffn_down", "Q4_K", "rest_sixteenth"),
+        ),
+    ),
+    "Q3_K_S": ("Q3_K", ()),
+    "Q2_K": (
+        "Q2_K",
+        (("attn_v", "Q4_K", "gqa4"), ("attn_v", "Q3_K", "not_gqa4"), ("attn_output", "Q3_K", "all"),
+         ("ffn_down", "Q3_K", "all")),
+    ),
+    "IQ4_XS": ("IQ4_XS", (("attn_v", "Q5_K", "gqa4"), ("ffn_down", "Q5_K", "first_eighth"))),
+}
+
+
+# Types of the float file types (every 2-D weight in that type, nothing raised or lowered).
+_FLOAT_FTYPES = {"F32", "F16", "BF16"}
+
+
+def _layers_where(rule: str, n_layers: int, n_gqa: int) -> int:
+    """How many of `n_layers` layers a recipe rule covers (llama-quant.cpp's layer tests)."""
+    eighth, sixteenth = n_layers // 8, n_layers // 16
+    if rule == "all":
+        return n_layers
+    if rule == "more_bits":  # use_more_bits: i < n/8 || i >= 7n/8 || (i - n/8) % 3 == 2
+        return sum(1 for i in range(n_layers) if i < eighth or i >= 7 * n_layers // 8 or (i - eighth) % 3 == 2)
+    if rule == "first_eighth":
+        return eighth
+    if rule == "first_sixteenth":
+        return sixteenth
+    if rule == "rest_sixteenth":
+        return n_layers - sixteenth
+    if rule.startswith("first_"):
+        return min(int(rule.split("_")[1]), n_layers)
+    if rule == "rest_2":
+        return max(n_layers - 2, 0)
+    if rule == "gqa4":
+        return n_layers if n_gqa >= 4 else 0
+    if rule == "not_gqa4":
+        return n_layers if n_gqa < 4 else 0
+    raise ValueError(f"unknown recipe rule {rule!r}")
+
+
+def gguf_file_type(prec: P.Precision) -> str:
+    """The llama.cpp file type a GGUF precision stands for: q4_k_m -> Q4_K_M, gguf-f16 -> F16."""
+    name = prec.name.upper().removeprefix("GGUF-")
+    if name in GGUF_RECIPES:
+        return name
+    base = (prec.gguf_type or "Q8_0").upper()
+    mixed = f"{base}_{prec.gguf_mix}" if prec.gguf_mix else base
+    return mixed if mixed in GGUF_RECIPES else base if base in GGUF_RECIPES else "Q8_0"
+
+
+def gguf_role_types(
+    ftype: str, *, role: str, n_layers: int, n_gqa: int = 1
+) -> list[tuple[float, str]]:
+    """(share of the role's weights, tensor type) under llama.cpp's recipe for file type `ftype`: roles are
+    attn_v, attn_output, ffn_down and "matrix" (any other 2-D weight of a layer)."""
+    default, rules = GGUF_RECIPES.get(ftype, (ftype, ()))
+    if ftype in _FLOAT_FTYPES or not n_layers:
+        return [(1.0, default)]
+    shares: list[tuple[float, str]] = []
+    covered = 0.0
+    for rule_role, rule_type, where in rules:
+        if rule_role != role:
+            continue
+        share = _layers_where(where, n_layers, n_gqa) / n_layers
+        if share > 0:
+            shares.append((share, rule_type))
+            covered += share
+    if covered < 1.0:
+        shares.append((1.0 - covered, default))
+    return shares
+
+
+def _gguf_layer_tensors(spec: ModelSpec, params: ParamBreakdown, ftype: str) -> list[tuple[str, int]]:
+    """(tensor type, weights) of the decoder layers' matrices under llama.cpp's recipe for `ftype`: attn_v,
+    attn_output and ffn_down by the file type's layer rules, every other matrix in its default type, each with
+    the fallback its row length forces."""
+    default = GGUF_RECIPES.get(ftype, (ftype, ()))[0]
+    layers = spec.num_layers or 0
+    heads, kv_heads = spec.num_attention_heads or 1, spec.num_kv_heads or spec.num_attention_heads or 1
+    n_gqa = heads // kv_heads if kv_heads else 1
+    fused = max(params.routed_experts - params.routed_experts_linear, 0)
+    matrices = params.linear + fused
+    roles = {"attn_v": (params.attn_v, spec.hidden_size), "attn_output": (params.attn_output, spec.hidden_size),
+             "ffn_down": (params.ffn_down, spec.intermediate_size)}  # fmt: skip
+    out: list[tuple[str, int]] = []
+    named = 0
+    for role, (count, row) in roles.items():
+        count = min(count, matrices - named)
+        named += count
+        for share, type_name in gguf_role_types(ftype, role=role, n_layers=layers, n_gqa=n_gqa):
+            out.append((gguf_type_for_row(type_name, row), int(count * share)))
+    out.append((gguf_type_for_row(default, spec.hidden_size), max(matrices - named, 0)))
+    return out
 
 
 def _gguf_weight_bytes(spec: ModelSpec, params: ParamBreakdown, prec: P.Precision) -> WeightBytes:
-    """llama.cpp's quantization recipe applied to the parameter groups (llama-quant.cpp)."""
-    base = prec.gguf_type or "Q8_0"
+    """llama.cpp's quantization recipe (llama-quant.cpp) applied to the parameter groups: the output (or a tied
+    token embedding) Q6_K below Q8_0, attn_v / attn_output / ffn_down raised in the layers the file type says,
+    every type replaced by its fallback where a row is not a multiple of its block, 1-D tensors F32."""
+    ftype = gguf_file_type(prec)
+    default = GGUF_RECIPES.get(ftype, (ftype, ()))[0]
     hidden = spec.hidden_size
-    # Output projection: Q6_K in every recipe below Q8_0; with tied embeddings the token
-    # embedding plays the output's role and takes its type.
-    out_type = _gguf_type_for_row(base if base == "Q8_0" else "Q6_K", hidden)
-    emb_type = out_type if not params.lm_head else _gguf_type_for_row(base, hidden)
+    # Output projection: Q6_K in every quantized recipe below Q8_0 (Q8_0 where its row is not a multiple of 256);
+    # a tied token embedding plays the output's role and takes its type.
+    if ftype in _FLOAT_FTYPES:
+        out_type = default
+    elif default == "Q8_0" or (hidden and hidden % 256):
+        out_type = "Q8_0"
+    else:
+        out_type = "Q6_K"
+    emb_type = out_type if not params.lm_head else gguf_type_for_row(default, hidden)
     fused = max(params.routed_experts - params.routed_experts_linear, 0)
     matrices = params.linear + fused
     rest = max(params.other - fused, 0)  # norms, biases, routers stay F32
-    raised = 0
-    body = 0
-    if prec.gguf_mix == "M" and spec.num_layers:
-        frac = _more_bits_layers(spec.num_layers) / spec.num_layers
-        raised = min(int((params.attn_v + params.ffn_down) * frac), matrices)
-        body += P.gguf_bytes(_gguf_type_for_row("Q6_K", spec.intermediate_size), raised)
-    body += P.gguf_bytes(_gguf_type_for_row(base, hidden), matrices - raised)
+    body = sum(P.gguf_bytes(type_name, n) for type_name, n in _gguf_layer_tensors(spec, params, ftype))
     per_matrix = body / matrices if matrices else 0.0
     emb = P.gguf_bytes(emb_type, params.embedding)
     head = P.gguf_bytes(out_type, params.lm_head)
@@ -218,15 +373,7 @@ def _gguf_file_bytes(spec: ModelSpec, params: ParamBreakdown) -> WeightBytes:
 
 def gguf_groups(files: dict[str, int]) -> dict[str, int]:
     """First part -> total bytes of each GGUF model among `files` (split files name-0000N-of-0000M count once)."""
-    import re
-
-    split = re.compile(r"^(?P<stem>.+)-(?P<part>\d{5})-of-(?P<count>\d{5})\.gguf$")
-    groups: dict[str, list[str]] = {}
-    for name in sorted(files):
-        if name.endswith(".gguf"):
-            m = split.match(name)
-            groups.setdefault(f"{m['stem']}|{m['count']}" if m else name, []).append(name)
-    return {parts[0]: sum(files[p] for p in parts) for parts in groups.values()}
+    return {first: total for first, (_parts, total) in P.gguf_file_groups(files).items()}
 
 
 # NOTE: a GGUF header (metadata, tokenizer) stays well under 256 MiB; the file whose size exceeds the
@@ -268,15 +415,30 @@ def _gguf_sibling_bytes(spec: ModelSpec, params: ParamBreakdown, precision: str)
     )
 
 
-def cache_dtype_bytes(precision: str) -> int:
-    """KV cache element size: the compute dtype (fp32 for fp32, else 16-bit; llama.cpp f16)."""
-    return 4 if precision == "fp32" else 2
+def cache_dtype_bytes(precision: str, llama: LlamaCppSettings = DEFAULT_LLAMA) -> float:
+    """KV cache element size: the compute dtype for transformers (fp32 for fp32, else 16-bit); llama.cpp's cache
+    type (f16 unless set)."""
+    if precision == "fp32":
+        return 4
+    try:
+        llama_cpp = P.get(precision).runtime == "llama.cpp"
+    except KeyError:
+        llama_cpp = False
+    return KV_TYPE_BYTES.get(llama.kv_cache_type, 2.0) if llama_cpp else 2
 
 
 def kv_cache_bytes(
-    spec: ModelSpec, context: int, *, batch: int = 1, dtype_bytes: int = 2, runtime: str = "transformers"
+    spec: ModelSpec,
+    context: int,
+    *,
+    batch: int = 1,
+    dtype_bytes: float = 2,
+    runtime: str = "transformers",
+    llama: LlamaCppSettings = DEFAULT_LLAMA,
 ) -> int:
-    """KV cache for `context` tokens held: full layers grow with it, sliding layers stop at their window."""
+    """KV cache for `context` tokens held: full layers grow with it, sliding layers stop at their window
+    (transformers; llama.cpp keeps the full context in them unless swa_full is off), MLA caches its latent in
+    llama.cpp."""
     kv = spec.kv
     if kv is None:
         return 0
@@ -284,6 +446,10 @@ def kv_cache_bytes(
         per_token = kv.latent_elements * context
     else:
         window = kv.sliding_window or context
+        if runtime == "llama.cpp" and llama.swa_full:
+            window = context
+        elif runtime == "llama.cpp":  # llama-kv-cache-iswa: the window plus one micro-batch, padded
+            window = llama_context(window + llama.n_ubatch)
         per_token = kv.full_elements * context + kv.sliding_elements * min(context, window)
     return int(per_token * batch * dtype_bytes)
 
@@ -315,20 +481,72 @@ def prefill_chunk(prompt_tokens: int, *, device_kind: str, runtime: str = "trans
     return max(1, prompt_tokens)
 
 
-def overhead_bytes(
-    spec: ModelSpec, precision: str, *, device_kind: str, prompt_tokens: int = 512, batch: int = 1
+def llama_compute_buffer(
+    spec: ModelSpec, context: int, *, batch: int = 1, llama: LlamaCppSettings = DEFAULT_LLAMA
 ) -> int:
-    """Runtime overhead: process or CUDA context, plus the prefill's peak activations."""
-    prec = P.get(precision)
+    """The compute buffer llama.cpp reserves on a device that holds layers: the worst graph of one micro-batch
+    against the whole KV cache (llama-context.cpp `sched_reserve`), the largest of three phases:
+    attention (KQ in f32 for every head without flash attention, or only an f16 mask with it), the logits of
+    the outputs reserved, and the feed-forward's gate/up/activation; each with ~5 or 2 hidden-wide f32 tensors.
+    Checked against 17 logged buffers, 14 within 6% (`benchmarks/data/llamacpp_buffers.csv`)."""
+    hidden = spec.hidden_size or 0
+    n_kv = llama_context(context)
+    n_ub = min(n_kv, llama.n_ubatch)
+    n_out = min(n_ub, llama.n_outputs or n_ub) * batch
+    inter = spec.intermediate_size or 4 * hidden
+    if spec.num_experts and spec.experts_per_token and spec.params and spec.params.routed_experts and spec.num_layers:
+        # MoE: the routed experts of one layer, one expert's worth of intermediate width each, times top-k.
+        per_expert = spec.params.routed_experts / spec.num_layers / spec.num_experts / max(3 * hidden, 1)
+        inter = int(per_expert * spec.experts_per_token) or inter
+    e = hidden * n_ub * 4
+    heads = spec.num_attention_heads or 1
+    # KQ: f32 for every head without flash attention; with it, only the f16 mask exists.
+    kq = n_kv * n_ub * 2 if llama.flash_attn else (heads + 1) * n_kv * n_ub * 4
+    attention = kq + 5 * e
+    logits = (spec.vocab_size or 0) * n_out * 4 + 2 * e
+    ffn = 3 * inter * n_ub * 4 + 2 * e
+    return int(max(attention, logits, ffn))
+
+
+# NOTE: on x86 CPUs with AVX2, llama.cpp repacks Q4_0, Q4_K and IQ4_NL weights (rows a multiple of 8) into an
+# interleaved private copy, "CPU_REPACK model buffer" (ggml-cpu/repack.cpp `ggml_repack_get_optimal_repack_type`);
+# the token embedding (a row lookup) stays mapped. The copy is memory the process holds beside the mapped file.
+REPACKED_TYPES = ("Q4_0", "Q4_K", "IQ4_NL")
+
+
+def llama_repack_bytes(spec: ModelSpec, precision: str) -> int:
+    """Bytes of the weights llama.cpp repacks into a private copy on a CPU (x86 AVX2): the layers' tensors of the
+    repacked types (never the token embedding, a row lookup)."""
+    prec = P.get(precision, spec)
+    if prec.kind != "gguf":
+        return 0
+    tensors = _gguf_layer_tensors(spec, _breakdown_or_guess(spec), gguf_file_type(prec))
+    return sum(P.gguf_bytes(type_name, n) for type_name, n in tensors if type_name in REPACKED_TYPES)
+
+
+def overhead_bytes(
+    spec: ModelSpec,
+    precision: str,
+    *,
+    device_kind: str,
+    prompt_tokens: int = 512,
+    batch: int = 1,
+    context: int | None = None,
+    llama: LlamaCppSettings = DEFAULT_LLAMA,
+) -> int:
+    """Runtime overhead: process or CUDA context, plus the prefill's peak activations (transformers), or
+    llama.cpp's compute and output buffers and, on a CPU, its repacked weights."""
+    prec = P.get(precision, spec)
     hidden = spec.hidden_size or 0
     inter = spec.intermediate_size or 4 * hidden
     vocab = spec.vocab_size or 0
     if prec.runtime == "llama.cpp":
-        ubatch = min(prompt_tokens, LLAMA_CPP_UBATCH) * batch
-        # NOTE: llama.cpp's compute buffer holds one micro-batch's activations in f32, logits
-        # included (~260 MiB for a 128k vocabulary at n_ubatch 512, as llama.cpp prints at load).
-        compute = ubatch * (vocab + 4 * hidden + 2 * inter) * 4
-        return LLAMA_CPP_BASE + compute
+        ctx = context or max(prompt_tokens, 1)
+        compute = llama_compute_buffer(spec, ctx, batch=batch, llama=llama)
+        output = vocab * max(llama.n_parallel, 1) * 4
+        repack = llama_repack_bytes(spec, precision) if device_kind == "cpu" else 0
+        base = LLAMA_CPP_BASE if device_kind == "cpu" else CUDA_CONTEXT if device_kind == "cuda" else 0
+        return int(base + compute + output + repack)
     on_cpu = device_kind == "cpu"
     base = CUDA_CONTEXT if device_kind == "cuda" else CPU_RUNTIME_BASE if on_cpu else 0
     if on_cpu and prec.kind in ("bnb4", "bnb8"):
@@ -374,14 +592,19 @@ def estimate(
     batch: int = 1,
     device_kind: str = "cpu",
     prompt_tokens: int = 512,
+    llama: LlamaCppSettings = DEFAULT_LLAMA,
 ) -> MemoryEstimate:
-    """Weights + KV cache + overhead for `context` tokens held, in `precision`."""
-    prec = P.get(precision)
+    """Weights + KV cache + overhead for `context` tokens held, in `precision` (llama.cpp allocates its whole
+    context, padded to 256, up front)."""
+    prec = P.get(precision, spec)
     w = weight_bytes(spec, precision)
-    kv = kv_cache_bytes(spec, context, batch=batch, dtype_bytes=cache_dtype_bytes(precision), runtime=prec.runtime)
+    held = llama_context(context) if prec.runtime == "llama.cpp" else context
+    kv = kv_cache_bytes(spec, held, batch=batch, dtype_bytes=cache_dtype_bytes(precision, llama),
+                        runtime=prec.runtime, llama=llama)  # fmt: skip
     over = overhead_bytes(
-        spec, precision, device_kind=device_kind, prompt_tokens=min(prompt_tokens, context), batch=batch
-    )
+        spec, precision, device_kind=device_kind, prompt_tokens=min(prompt_tokens, context), batch=batch,
+        context=context, llama=llama,
+    )  # fmt: skip
     return MemoryEstimate(weights_bytes=w.total, kv_cache_bytes=kv, overhead_bytes=over, context=context, batch=batch)
 
 

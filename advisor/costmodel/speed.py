@@ -186,19 +186,18 @@ def plan(
     prompt_tokens: int = 512,
     headroom: float = 0.10,
     offload: bool = True,
+    llama: M.LlamaCppSettings = M.DEFAULT_LLAMA,
 ) -> Placement:
-    """Place the model as accelerate's device_map="auto" does: fill GPUs in order, then the CPU."""
-    prec = P.get(precision)
+    """Place the model as accelerate's device_map="auto" does: fill GPUs in order, then the CPU (llama.cpp's
+    GPU layers fill the same way)."""
     w = M.weight_bytes(spec, precision)
     layers = spec.num_layers or 1
-    kv_total = M.kv_cache_bytes(
-        spec, context, batch=batch, dtype_bytes=M.cache_dtype_bytes(precision), runtime=prec.runtime
-    )
+    kv_total = _kv_total(spec, precision, context, batch, llama)
     per_layer = (w.layers + kv_total) / layers
     gpus = [d for d in hw.devices if d.kind != "cpu"]
     cpu = hw.cpu
     budgets = {d.label: usable_bytes(d, headroom) for d in hw.devices}
-    over_args = dict(prompt_tokens=min(prompt_tokens, context), batch=batch)
+    over_args = dict(prompt_tokens=min(prompt_tokens, context), batch=batch, context=context, llama=llama)
 
     if not gpus:
         dev = cpu or hw.devices[0]
@@ -259,6 +258,64 @@ def plan(
     )
 
 
+def _kv_total(spec: ModelSpec, precision: str, context: int, batch: int, llama: M.LlamaCppSettings) -> int:
+    """The KV cache a runtime holds for `context` tokens (llama.cpp allocates its padded context up front)."""
+    prec = P.get(precision, spec)
+    held = M.llama_context(context) if prec.runtime == "llama.cpp" else context
+    return M.kv_cache_bytes(
+        spec, held, batch=batch, dtype_bytes=M.cache_dtype_bytes(precision, llama), runtime=prec.runtime, llama=llama
+    )
+
+
+def placement_from_layers(
+    spec: ModelSpec,
+    precision: str,
+    hw: Hardware,
+    layers: dict[str, int],
+    *,
+    context: int,
+    batch: int = 1,
+    prompt_tokens: int = 512,
+    headroom: float = 0.10,
+    llama: M.LlamaCppSettings = M.DEFAULT_LLAMA,
+) -> Placement:
+    """The placement a runtime really loaded: `layers` decoder layers per device label (from accelerate's device
+    map, or llama.cpp's GPU layer count), priced like `plan`'s. Embedding on the first device, head on the last
+    one, as both runtimes place them."""
+    w = M.weight_bytes(spec, precision)
+    n_layers = spec.num_layers or 1
+    kv_total = _kv_total(spec, precision, context, batch, llama)
+    per_layer = (w.layers + kv_total) / n_layers
+    held = {label: n for label, n in layers.items() if n > 0} or {hw.devices[0].label: n_layers}
+    order = sorted(held, key=lambda label: (label == "cpu", label))  # GPUs first, in index order
+    budgets = {d.label: usable_bytes(d, headroom) for d in hw.devices}
+    kinds = {d.label: d.kind for d in hw.devices}
+    used: dict[str, int] = {}
+    for i, label in enumerate(order):
+        over = M.overhead_bytes(
+            spec, precision, device_kind=kinds.get(label, "cpu"), prompt_tokens=min(prompt_tokens, context),
+            batch=batch, context=context, llama=llama,
+        )  # fmt: skip
+        used[label] = int(held[label] * per_layer + over + (w.embedding if i == 0 else 0))
+    head = order[-1]
+    used[head] += w.lm_head
+    gpus = [label for label in order if label != "cpu"]
+    offloaded = held.get("cpu", 0) if gpus else 0
+    label = "+".join(gpus) if gpus else order[0]
+    if offloaded:
+        label += f"+cpu ({n_layers - offloaded}/{n_layers} layers on GPU)"
+    return Placement(
+        label=label,
+        layers=held,
+        bytes=used,
+        budgets=budgets,
+        fits=all(used[k] <= budgets.get(k, 0) for k in used),
+        offloaded_layers=offloaded,
+        head_device=head,
+        embed_device=order[0],
+    )
+
+
 def experts_read_fraction(spec: ModelSpec, tokens: int) -> float:
     """Fraction of routed-expert bytes read when `tokens` tokens pass at once (batch or verify).
 
@@ -272,7 +329,13 @@ def experts_read_fraction(spec: ModelSpec, tokens: int) -> float:
 
 
 def bytes_per_token(
-    spec: ModelSpec, precision: str, *, depth: int, batch: int = 1, tokens_in_pass: int = 1
+    spec: ModelSpec,
+    precision: str,
+    *,
+    depth: int,
+    batch: int = 1,
+    tokens_in_pass: int = 1,
+    llama: M.LlamaCppSettings = M.DEFAULT_LLAMA,
 ) -> dict[str, int]:
     """Bytes one decode step reads, by group: layers (active path), head, embedding rows, KV cache."""
     prec = P.get(precision)
@@ -285,7 +348,9 @@ def bytes_per_token(
     else:
         head = w.lm_head
         emb_rows = int(w.embedding / vocab * batch * tokens_in_pass)
-    kv = M.kv_cache_bytes(spec, depth, batch=batch, dtype_bytes=M.cache_dtype_bytes(precision), runtime=prec.runtime)
+    kv = M.kv_cache_bytes(
+        spec, depth, batch=batch, dtype_bytes=M.cache_dtype_bytes(precision, llama), runtime=prec.runtime, llama=llama
+    )
     return {"layers": w.layers - unread_experts, "head": head, "embedding_rows": emb_rows, "kv_cache": kv}
 
 
@@ -307,10 +372,11 @@ def decode_seconds(
     batch: int = 1,
     tokens_in_pass: int = 1,
     calibration: Calibration = NO_CALIBRATION,
+    llama: M.LlamaCppSettings = M.DEFAULT_LLAMA,
 ) -> tuple[float, dict]:
     """Seconds for one decode step (one forward pass) and the basis of the figure."""
-    prec = P.get(precision)
-    parts = bytes_per_token(spec, precision, depth=depth, batch=batch, tokens_in_pass=tokens_in_pass)
+    prec = P.get(precision, spec)
+    parts = bytes_per_token(spec, precision, depth=depth, batch=batch, tokens_in_pass=tokens_in_pass, llama=llama)
     layers = spec.num_layers or 1
     layer_bytes = (parts["layers"] + parts["kv_cache"]) / layers
     devices = {d.label: d for d in hw.devices}
@@ -341,7 +407,7 @@ def decode_seconds(
         bw = _device_bandwidth(dev, precision)
         fixed, _ = calibration.fixed(prec.runtime, compute_kind)
         per_element, _ = calibration.context(prec.runtime, precision, compute_kind)
-        kv_elements = parts["kv_cache"] / M.cache_dtype_bytes(precision) * n / total_layers
+        kv_elements = parts["kv_cache"] / M.cache_dtype_bytes(precision, llama) * n / total_layers
         t = read / (bw * eff * GB) if bw > 0 else math.inf
         tokens = batch * tokens_in_pass
         if tokens > 1:
@@ -435,10 +501,13 @@ def estimate_speed(
     batch: int = 1,
     depth: int | None = None,
     calibration: Calibration = NO_CALIBRATION,
+    llama: M.LlamaCppSettings = M.DEFAULT_LLAMA,
 ) -> SpeedEstimate:
     """Decode tokens/s at `depth` tokens of context (default: the prompt), prefill tokens/s and TTFT."""
     depth = prompt_tokens if depth is None else depth
-    step, basis = decode_seconds(spec, precision, hw, placement, depth=depth, batch=batch, calibration=calibration)
+    step, basis = decode_seconds(
+        spec, precision, hw, placement, depth=depth, batch=batch, calibration=calibration, llama=llama
+    )
     pre, pre_basis = prefill_seconds(
         spec, precision, hw, placement, prompt_tokens=prompt_tokens, batch=batch, calibration=calibration
     )

@@ -14,8 +14,22 @@ from pathlib import Path
 
 from advisor.errors import ModelNotFoundError, NameParseError, NetworkError
 from advisor.spec import ModelSpec, ParamBreakdown, SizeLabel
+from advisor.textutil import safe
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}$")
+# No model name, path or size label is this long (PATH_MAX is 4096 on Linux).
+MAX_NAME = 4096
+
+
+def _path_kind(path: Path) -> str | None:
+    """"dir", "file" (anything else that exists) or None; a name the filesystem refuses (too long, bad bytes)
+    is no path."""
+    try:
+        if path.is_dir():
+            return "dir"
+        return "file" if path.exists() else None
+    except (OSError, ValueError):
+        return None
 
 
 def resolve(model: str, *, revision: str | None = None, trust_remote_code: bool = False) -> ModelSpec:
@@ -25,16 +39,22 @@ def resolve(model: str, *, revision: str | None = None, trust_remote_code: bool 
     text = model.strip()
     if not text:
         raise ModelNotFoundError("No model given: name a Hub id, a folder, a .gguf file or a size label like 8B.")
+    if len(text) > MAX_NAME:
+        raise ModelNotFoundError(
+            f"'{safe(text, 60)}' ({len(text):,} characters) is too long for a model name, path or size label: "
+            "check the argument."
+        )
     path = Path(text).expanduser()
+    kind = _path_kind(path)
     if text.lower().endswith(".gguf"):
         from advisor.sources.gguf import spec_from_gguf
 
         return _checked(spec_from_gguf(path))
-    if path.is_dir():
+    if kind == "dir":
         from advisor.sources.local import spec_from_folder
 
         return _checked(spec_from_folder(path, trust_remote_code=trust_remote_code))
-    if path.is_file() and path.suffix == ".json":
+    if kind == "file" and path.suffix == ".json":
         from advisor.sources.config import load_config_file, spec_from_config
 
         spec = spec_from_config(load_config_file(path), model_id=str(path), source="config")
@@ -45,7 +65,7 @@ def resolve(model: str, *, revision: str | None = None, trust_remote_code: bool 
         if spec is not None:
             return _checked(spec)
 
-    if _REPO_ID.match(text) and not path.exists():
+    if _REPO_ID.match(text) and kind is None:
         from advisor.sources.hub import spec_from_hub
 
         try:
@@ -61,10 +81,11 @@ def resolve(model: str, *, revision: str | None = None, trust_remote_code: bool 
     except NameParseError:
         if "/" in text or "\\" in text or text.startswith("."):
             raise ModelNotFoundError(
-                f"'{text}' is not an existing path, a catalog model or a Hub id of the form org/name: check it."
+                f"'{safe(text, 120)}' is not an existing path, a catalog model or a Hub id of the form org/name: "
+                "check it."
             ) from None
         raise ModelNotFoundError(
-            f"Unknown model '{text}': not a size label (like 8B or 8x7B), not in the offline catalog "
+            f"Unknown model '{safe(text, 120)}': not a size label (like 8B or 8x7B), not in the offline catalog "
             "(see `advisor catalog`), and not a Hub id of the form org/name."
         ) from None
 

@@ -75,7 +75,7 @@ def build() -> dict[str, dict]:
     out: dict[str, dict] = {}
     for path in sorted((data_dir() / "configs").glob("*.json")):
         model_id = path.stem.replace("__", "/")
-        spec = spec_from_config(load_config_file(path), model_id=model_id, source="catalog")
+        spec = spec_from_config(load_config_file(path), model_id=model_id, source="catalog", cache=False)
         if model_id in counts:
             total, active = counts[model_id]
             if spec.total_params != total or spec.active_params != (active or total):

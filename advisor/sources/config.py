@@ -12,51 +12,24 @@ transformers runtime really does.
 
 from __future__ import annotations
 
-import json
+import re
+import threading
 from pathlib import Path
 from typing import Any
 
 from advisor.errors import ConfigError, UnsupportedArchitectureError
+from advisor.fileio import read_json_file
+from advisor.sources import keys as K
 from advisor.spec import KVLayout, ModelSpec, ParamBreakdown
+from advisor.textutil import one_line as _first_line
+from advisor.textutil import safe
 
-_EXPERT_COUNT_KEYS = ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts")
-_TOP_K_KEYS = ("num_experts_per_tok", "num_experts_per_token", "moe_topk", "top_k", "experts_per_token")
-_CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx")
-
-
-# A config.json is a few kB (a few hundred kB with a tokenizer's id2label); anything past this is not one.
-MAX_CONFIG_BYTES = 64 * 1024 * 1024
 # Past these a config describes no real model, and building it on the meta device would take minutes
 # (a few ms per layer): refuse before building. The largest open models have under 200 layers, 512 experts.
 MAX_LAYERS = 1024
 MAX_EXPERTS = 1 << 16
-_LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers")
-
-
-def decode_json(raw: bytes | str) -> Any:
-    """`json.loads`, with every way a hostile file can break it as a ValueError whose message is one short line:
-    invalid JSON or UTF-8 (a leading BOM is allowed), nesting past the recursion limit, an integer past
-    Python's digit limit."""
-    try:
-        text = raw.decode("utf-8-sig") if isinstance(raw, (bytes, bytearray)) else raw.removeprefix("\ufeff")
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"not UTF-8 text (byte {exc.start:,} is {raw[exc.start : exc.start + 1]!r})") from None
-    try:
-        return json.loads(text)
-    except RecursionError:
-        raise ValueError("nested too deeply to be a model file") from None
-    except ValueError as exc:  # JSONDecodeError, or "Exceeds the limit (4300 digits) for integer string conversion"
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ValueError(reason.split("; use sys.set_int_max_str_digits")[0][:160]) from None
-
-
-def read_json_file(path: Path, *, limit: int = MAX_CONFIG_BYTES) -> Any:
-    """A JSON file's value; OSError when it cannot be read, ValueError (one line) when it is not sane JSON."""
-    with open(path, "rb") as fh:
-        raw = fh.read(limit + 1)
-    if len(raw) > limit:
-        raise ValueError(f"it is over {limit // 2**20} MiB, far more than any config")
-    return decode_json(raw)
+# One build at a time: the registration hook that bounds a build is global to the process.
+_BUILD_LOCK = threading.Lock()
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
@@ -73,17 +46,40 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
+# Config keys that size a stack of modules, whatever the architecture calls them: num_hidden_layers, n_layer,
+# decoder_layers, encoder_layers, num_blocks, depth ... and num_experts, n_routed_experts, num_local_experts.
+_LAYERISH = re.compile(r"(?:^|_)(?:layers?|blocks?|depth)$")
+_EXPERTISH = re.compile(r"(?:^|_)experts?$")
+_HEADISH = re.compile(r"(?:^|_)heads?$")
+MAX_HEADS = 1 << 14
+
+
 def check_sizes(config: dict[str, Any], model_id: str) -> None:
-    """Refuse layer and expert counts no real model has, before anything is built from them."""
-    parts = [config] + [v for k, v in config.items() if k.endswith("_config") and isinstance(v, dict)]
-    for part in parts:
-        for keys, limit, what in ((_LAYER_KEYS, MAX_LAYERS, "layers"), (_EXPERT_COUNT_KEYS, MAX_EXPERTS, "experts")):
-            for key in keys:
-                value = part.get(key)
-                if isinstance(value, (int, float)) and not isinstance(value, bool) and value > limit:
+    """Refuse layer, expert and head counts no real model has, before anything is built from them: every key
+    that names such a count, in the config and every sub-config nested in it (text_config, ffn_config ...)."""
+    stack: list[tuple[dict[str, Any], int]] = [(config, 0)]
+    seen = 0
+    while stack:
+        part, depth = stack.pop()
+        for key, value in part.items():
+            seen += 1
+            if seen > 100_000:
+                raise ConfigError(f"Config of '{safe(model_id)}' holds over 100,000 fields: it is not a config.json.")
+            if isinstance(value, dict) and depth < 8:
+                stack.append((value, depth + 1))
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not isinstance(key, str):
+                continue
+            name = key.lower()
+            for pattern, limit, what in (
+                (_LAYERISH, MAX_LAYERS, "layers"),
+                (_EXPERTISH, MAX_EXPERTS, "experts"),
+                (_HEADISH, MAX_HEADS, "attention heads"),
+            ):
+                if pattern.search(name) and value > limit:
                     raise ConfigError(
-                        f"Config of '{model_id}' claims {key} = {value:,}: more {what} than any real model "
-                        f"(at most {limit:,}); fix or re-download config.json."
+                        f"Config of '{safe(model_id)}' claims {safe(key, 60)} = {value:,.0f}: more {what} than any "
+                        f"real model (at most {limit:,}); fix or re-download config.json."
                     )
 
 
@@ -128,7 +124,7 @@ def _attr(obj: Any, key: str) -> int | None:
 
 def _quiet():
     """transformers logs and warns freely while building; the user needs none of it here."""
-    from advisor.runtime import quiet
+    from advisor.hf import quiet
 
     return quiet()
 
@@ -165,6 +161,96 @@ def build_config(
         raise ConfigError(f"Config of '{model_id}' is malformed for '{model_type}': {_first_line(exc)}") from None
 
 
+# NOTE: module registrations one meta-device build may make. The largest catalog models register under 30,000
+# (DeepSeek-V3: 61 layers of 256 fused experts; Llama-3.1-405B: 126 layers x ~15 modules); a config past this
+# describes no real model, whatever key it sizes itself with, and is refused instead of built.
+MAX_BUILD_MODULES = 200_000
+# NOTE: seconds a meta-device build may take: the largest catalog configs build in under 5 s on this 2-core
+# machine; a build still running past this is stopped (every module registration checks the clock).
+MAX_BUILD_SECONDS = 60.0
+
+
+class _BuildBudget:
+    """Counts module registrations while a model is built (torch's global registration hook) and stops the build,
+    by raising from the hook, when it passes MAX_BUILD_MODULES or MAX_BUILD_SECONDS."""
+
+    def __init__(self, model_id: str) -> None:
+        self.model_id = model_id
+        self.modules = 0
+        self.exceeded: str | None = None
+
+    def __enter__(self) -> _BuildBudget:
+        import time
+
+        from torch.nn.modules.module import register_module_module_registration_hook
+
+        self._deadline = time.monotonic() + MAX_BUILD_SECONDS
+        self._clock = time.monotonic
+        self._handle = register_module_module_registration_hook(self._hook)
+        return self
+
+    def _hook(self, module, name, submodule):
+        self.modules += 1
+        if self.modules > MAX_BUILD_MODULES:
+            self.exceeded = f"more than {MAX_BUILD_MODULES:,} modules"
+        elif self.modules % 256 == 0 and self._clock() > self._deadline:
+            self.exceeded = f"more than {MAX_BUILD_SECONDS:.0f} s"
+        if self.exceeded:
+            raise _BuildTooBig(self.exceeded)
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        self._handle.remove()
+
+
+class _BuildTooBig(Exception):
+    pass
+
+
+# Spec cache: a config's exact counts, keyed by its content, so the second look at a model needs no build.
+SPEC_CACHE = "specs"
+SPEC_CACHE_FORMAT = 2  # bump when ModelSpec or ParamBreakdown gains a field
+
+
+def _cache_key(config: dict[str, Any]) -> str | None:
+    """sha256 of the config's canonical JSON, advisor's spec format and the transformers version (whose rules
+    decide what bitsandbytes converts and which layers slide); None when it cannot be keyed."""
+    import hashlib
+    import json
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        text = json.dumps(config, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+        tf = version("transformers")
+    except (TypeError, ValueError, PackageNotFoundError, RecursionError):
+        return None
+    return hashlib.sha256(f"{SPEC_CACHE_FORMAT}|{tf}|{text}".encode()).hexdigest()
+
+
+def _cached_spec(key: str) -> ModelSpec | None:
+    from advisor.fileio import MAX_STATE_BYTES, read_json_file
+    from advisor.paths import cache_dir
+    from advisor.spec import model_spec_from_json
+
+    try:
+        data = read_json_file(cache_dir() / SPEC_CACHE / f"{key}.json", limit=MAX_STATE_BYTES)
+        return model_spec_from_json(data) if isinstance(data, dict) else None
+    except Exception:  # absent, unreadable or damaged: build again (and rewrite it)
+        return None
+
+
+def _store_spec(key: str, spec: ModelSpec) -> None:
+    import json
+
+    from advisor.fileio import write_atomic
+    from advisor.paths import cache_dir
+
+    try:
+        write_atomic(cache_dir() / SPEC_CACHE / f"{key}.json", json.dumps(spec.to_json(), sort_keys=True))
+    except (OSError, TypeError, ValueError):
+        pass  # a read-only cache costs a rebuild next time, nothing more
+
+
 def spec_from_config(
     config: dict[str, Any],
     *,
@@ -172,50 +258,71 @@ def spec_from_config(
     source: str = "config",
     trust_remote_code: bool = False,
     code_dir: str | None = None,
+    cache: bool = True,
 ) -> ModelSpec:
-    """Build the model on the meta device and count it: the exact ModelSpec for this config."""
+    """Build the model on the meta device and count it: the exact ModelSpec for this config. Kept in advisor's
+    cache by the config's content, so the same config is counted once (not for remote code, which may change
+    under the same config; `cache=False` always builds)."""
+    import dataclasses
+
     if not isinstance(config, dict):
-        raise ConfigError(f"Config of '{model_id}' is not a JSON object.")
+        raise ConfigError(f"Config of '{safe(model_id)}' is not a JSON object.")
     check_sizes(config, model_id)
+    key = None if trust_remote_code or not cache else _cache_key(config)
+    cached = _cached_spec(key) if key else None
+    if cached is not None:
+        return dataclasses.replace(cached, id=model_id, source=source)
+    spec = _build_spec(config, model_id=model_id, source=source, trust_remote_code=trust_remote_code,
+                       code_dir=code_dir)  # fmt: skip
+    if key:
+        _store_spec(key, spec)
+    return spec
+
+
+def _build_spec(
+    config: dict[str, Any], *, model_id: str, source: str, trust_remote_code: bool, code_dir: str | None
+) -> ModelSpec:
     hf_config = build_config(config, model_id=model_id, trust_remote_code=trust_remote_code, code_dir=code_dir)
 
     import torch
     from accelerate import init_empty_weights
     from transformers import AutoModelForCausalLM
 
+    budget = _BuildBudget(model_id)
     try:
-        with _quiet(), init_empty_weights(), torch.device("meta"):
+        with _quiet(), init_empty_weights(), torch.device("meta"), _BUILD_LOCK, budget:
             model = AutoModelForCausalLM.from_config(hf_config, trust_remote_code=trust_remote_code)
         model.tie_weights()
+    except _BuildTooBig as exc:
+        raise ConfigError(
+            f"Config of '{safe(model_id)}' builds {exc}: no real model is that large; fix or re-download "
+            "config.json."
+        ) from None
     except ValueError as exc:
         raise UnsupportedArchitectureError(
-            f"transformers cannot build '{model_id}' as a causal LM ({_first_line(exc)})."
+            f"transformers cannot build '{safe(model_id)}' as a causal LM ({_first_line(exc)})."
         ) from None
     except Exception as exc:
-        raise ConfigError(f"Config of '{model_id}' does not build a model: {_first_line(exc)}") from None
+        if budget.exceeded:  # the hook's exception was wrapped by the model's own code
+            raise ConfigError(
+                f"Config of '{safe(model_id)}' builds {budget.exceeded}: no real model is that large; fix or "
+                "re-download config.json."
+            ) from None
+        raise ConfigError(f"Config of '{safe(model_id)}' does not build a model: {_first_line(exc)}") from None
     try:
         return _spec_from_model(model, hf_config, model_id=model_id, source=source)
     except (TypeError, ValueError, ArithmeticError, AttributeError) as exc:  # a field the build never used
         raise ConfigError(
-            f"Config of '{model_id}' has a field of the wrong kind ({_first_line(exc)}): "
+            f"Config of '{safe(model_id)}' has a field of the wrong kind ({_first_line(exc)}): "
             "fix or re-download config.json."
         ) from None
-
-
-def _first_line(exc: BaseException) -> str:
-    """An exception's message on one line (transformers' validation errors name the field on line 1, the
-    problem on line 2), at most 200 characters."""
-    text = " ".join(str(exc).split())
-    if not text:
-        return type(exc).__name__
-    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def _spec_from_model(model, hf_config, *, model_id: str, source: str) -> ModelSpec:
     params = _breakdown(model)
     text = hf_config.get_text_config(decoder=True)
-    num_experts = _first(text, _EXPERT_COUNT_KEYS)
-    top_k = _first(text, _TOP_K_KEYS)
+    num_experts = _first(text, K.EXPERTS)
+    top_k = _first(text, K.TOP_K)
     total = params.total
     active = total
     if num_experts and top_k and params.routed_experts:
@@ -246,7 +353,7 @@ def _spec_from_model(model, hf_config, *, model_id: str, source: str) -> ModelSp
         num_kv_heads=kv_heads,
         head_dim=head_dim,
         vocab_size=_attr(text, "vocab_size"),
-        max_context=_first(text, _CONTEXT_KEYS),
+        max_context=_first(text, K.CONTEXT),
         sliding_window=window,
         sliding_window_layers=kv.sliding_layers,
         kv_lora_rank=_attr(text, "kv_lora_rank"),
@@ -278,7 +385,7 @@ def _breakdown(model) -> ParamBreakdown:
     lm_head = out_weight.numel() if out_weight is not None and out_weight is not in_weight else 0
 
     linear = linear_rows = linear_bias = 0
-    routed = routed_linear = attn_v = ffn_down = 0
+    routed = routed_linear = attn_v = ffn_down = attn_output = 0
     for name, module in model.named_modules():
         weight = getattr(module, "weight", None)
         is_linear = type(module) is nn.Linear or isinstance(module, Conv1D)
@@ -293,6 +400,9 @@ def _breakdown(model) -> ParamBreakdown:
                 routed_linear += weight.numel()
         if parts[-1] in ("v_proj", "wv", "value"):
             attn_v += weight.numel() if weight is not None else 0
+        in_attention = any(p in ("self_attn", "attn", "attention", "self_attention") for p in parts[:-1])
+        if parts[-1] in ("o_proj", "wo", "out_proj", "dense", "c_proj") and in_attention and weight is not None:
+            attn_output += weight.numel()
         for pname, param in module.named_parameters(recurse=False):
             if in_experts:
                 routed += param.numel()
@@ -312,6 +422,7 @@ def _breakdown(model) -> ParamBreakdown:
         routed_experts_linear=routed_linear,
         attn_v=attn_v,
         ffn_down=ffn_down,
+        attn_output=attn_output,
     )
 
 

@@ -13,6 +13,7 @@ corrupt header fails as a one-line `HeaderError` instead of an IndexError deep i
 from __future__ import annotations
 
 import math
+import os
 import re
 import struct
 import sys
@@ -23,8 +24,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from advisor import precision as P
 from advisor.errors import AdvisorError, HeaderError, ModelNotFoundError
+from advisor.fileio import open_regular
 from advisor.spec import KVLayout, ModelSpec, ParamBreakdown
+from advisor.textutil import first_line
 
 __all__ = ["GGUFPrefixTooShort", "spec_from_gguf", "spec_from_gguf_prefix"]
 
@@ -47,7 +51,6 @@ _LM_HEAD_TENSOR = "output.weight"
 _FUSED_EXPERTS = re.compile(r"_exps\.")  # ffn_{gate,up,down,gate_up}_exps.{weight,bias}; not _shexp
 _PER_EXPERT = re.compile(r"\.ffn_(?:gate|up|down)\.\d+\.weight$")  # pre-2024 Mixtral layout
 _ATTN_V = re.compile(r"\.attn_v(?:_b)?\.weight$")
-_SHARD_NAME = re.compile(r"^(?P<stem>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
 
 # llama.cpp's set_swa_pattern(n) per architecture, for files without attention.sliding_window_pattern:
 # layer il slides when il % n < n - 1 (the last layer of each group of n attends to everything).
@@ -263,8 +266,8 @@ def _check_preamble(head: bytes, size: int, name: str) -> tuple[int, int, int]:
 def _read_local(path: Path) -> _Header:
     name = str(path)
     try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
+        with open_regular(path) as f:  # a FIFO would block GGUFReader's open forever
+            size = os.fstat(f.fileno()).st_size
             head = f.read(_PREAMBLE)
     except OSError as e:
         raise HeaderError(f"'{name}' cannot be read ({e.strerror or e}): check its permissions.") from None
@@ -434,7 +437,7 @@ def _read_header_quietly(reader_cls: type, path: Path, name: str, *, header_limi
     except _Absurd as e:
         raise HeaderError(f"'{name}' is corrupt ({e}): re-download it.") from None
     except Exception as e:  # anything GGUFReader raises on a malformed header
-        detail = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+        detail = first_line(e, 160)
         raise HeaderError(f"'{name}' has a corrupt GGUF header ({detail}): re-download it.") from None
     return _Header(fields=fields, tensors=tuple(tensors), data_offset=data_offset)
 
@@ -458,7 +461,7 @@ def _field_value(field: Any, *, keep_arrays: bool) -> Any:
 
 
 def _shard_paths(path: Path, count: int) -> list[Path] | None:
-    m = _SHARD_NAME.match(path.name)
+    m = P.GGUF_SPLIT.match(path.name)
     if not m or int(m["count"]) != count:
         return None
     return [path.with_name(f"{m['stem']}-{i:05d}-of-{count:05d}.gguf") for i in range(1, count + 1)]
@@ -547,7 +550,7 @@ def _build_spec(
     params_by_dtype: dict[str, int] = {}
     bytes_by_dtype: dict[str, int] = {}
     embedding = lm_head = linear = linear_rows = other = 0
-    routed = routed_linear = attn_v = ffn_down = 0
+    routed = routed_linear = attn_v = ffn_down = attn_output = 0
     linear_names: set[str] = set()
     fused_expert_tensors: list[_Tensor] = []
     per_expert_elements = 0
@@ -580,6 +583,8 @@ def _build_spec(
             attn_v += n
         if "ffn_down" in t.name and t.name.endswith(".weight"):
             ffn_down += n
+        if t.name.endswith(".attn_output.weight"):
+            attn_output += n
     linear_bias = sum(
         t.n_elements
         for t in tensors
@@ -696,6 +701,7 @@ def _build_spec(
             routed_experts_linear=routed_linear,
             attn_v=attn_v,
             ffn_down=ffn_down,
+            attn_output=attn_output,
         ),
         kv=kv_layout,
         checkpoint_bytes=checkpoint_bytes,

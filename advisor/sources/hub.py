@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -28,25 +27,22 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from advisor import hf
+from advisor import precision as P
 from advisor.errors import (
     AdvisorError,
     ConfigError,
-    GatedModelError,
     HeaderError,
-    ModelNotFoundError,
     NetworkError,
-    RevisionNotFoundError,
 )
+from advisor.fileio import MAX_CONFIG_BYTES, MAX_STATE_BYTES, decode_json, read_json_file, write_atomic
 from advisor.paths import cache_dir
-from advisor.sources.config import MAX_CONFIG_BYTES, decode_json, read_json_file
 from advisor.sources.local import (
     PICKLE_SUFFIXES,
     SAFETENSORS_INDEX,
     HeaderSummary,
     add_header,
     assemble_spec,
-    group_gguf_files,
-    hf_cache_dir,
     preferred_gguf,
     select_safetensors,
     spec_from_gguf_reader,
@@ -55,194 +51,7 @@ from advisor.spec import ModelSpec, model_spec_from_json
 
 CACHE_FORMAT = 1
 CACHE_TTL_S = 7 * 24 * 3600  # for branch and tag revisions; commits never change
-DEFAULT_TIMEOUT_S = 10.0
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
-_DTYPE_BYTES = {
-    "F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2, "I16": 2, "U16": 2,
-    "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1, "I8": 1, "U8": 1, "BOOL": 1,
-}  # fmt: skip
-
-
-class _Unreachable(Exception):
-    """The Hub could not answer (connection, timeout, offline, 5xx, 429): fall back to caches."""
-
-    def __init__(self, reason: str, hint: str = "check the connection or HF_ENDPOINT, or use a catalog model") -> None:
-        super().__init__(reason)
-        self.hint = hint
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Settings, read at call time
-
-
-def _timeout() -> float:
-    try:
-        return float(os.environ.get("ADVISOR_HUB_TIMEOUT", DEFAULT_TIMEOUT_S))
-    except ValueError:
-        return DEFAULT_TIMEOUT_S
-
-
-def _endpoint() -> str:
-    env = os.environ.get("HF_ENDPOINT")
-    if env:
-        return env.rstrip("/")
-    from huggingface_hub import constants
-
-    return constants.ENDPOINT.rstrip("/")
-
-
-def _offline() -> bool:
-    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        value = os.environ.get(name)
-        if value is not None and value.strip():
-            return value.strip().upper() in ("1", "ON", "YES", "TRUE")
-    from huggingface_hub import constants
-
-    return bool(constants.HF_HUB_OFFLINE)
-
-
-def _secrets(token: str | None) -> list[str]:
-    """Every token huggingface_hub may send: the argument, HF_TOKEN, the saved login."""
-    found = [token, os.environ.get("HF_TOKEN"), os.environ.get("HUGGING_FACE_HUB_TOKEN")]
-    try:
-        from huggingface_hub import get_token
-
-        found.append(get_token())
-    except Exception:
-        pass
-    return [s for s in found if s and len(s) >= 4]
-
-
-def _clean(text: str, token: str | None, limit: int = 160) -> str:
-    """One line, no token, bounded length: for reasons quoted inside advisor's messages."""
-    line = " ".join(str(text).split())
-    for secret in _secrets(token):
-        line = line.replace(secret, "***")
-    return line if len(line) <= limit else line[: limit - 3] + "..."
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Error mapping
-
-
-def _translate(exc: BaseException, repo_id: str, revision: str | None, token: str | None) -> Exception:
-    """A huggingface_hub / httpx error -> an advisor error (or `_Unreachable` for the cache fallbacks)."""
-    import httpx2
-    from huggingface_hub.errors import (
-        GatedRepoError,
-        HfHubHTTPError,
-        HFValidationError,
-        LocalEntryNotFoundError,
-        OfflineModeIsEnabled,
-        RemoteEntryNotFoundError,
-        RepositoryNotFoundError,
-        SafetensorsParsingError,
-    )
-    from huggingface_hub.errors import RevisionNotFoundError as HfRevisionNotFoundError
-
-    if isinstance(exc, AdvisorError):
-        return exc
-    has_token = bool(_secrets(token))
-    status = getattr(getattr(exc, "response", None), "status_code", None)
-    if isinstance(exc, GatedRepoError):
-        if has_token and status == 403:
-            return GatedModelError(
-                f"Model '{repo_id}' is gated and the token in use has no access: accept its licence on its Hub page "
-                "with that account, or set HF_TOKEN to a token that has."
-            )
-        return GatedModelError(
-            f"Model '{repo_id}' is gated or private: set HF_TOKEN after accepting its licence on its Hub page."
-        )
-    if isinstance(exc, HfRevisionNotFoundError):
-        return RevisionNotFoundError(
-            f"Model '{repo_id}' has no revision '{revision or 'main'}' on the Hub: give an existing branch, tag or "
-            "commit, or omit the revision."
-        )
-    if isinstance(exc, RemoteEntryNotFoundError):
-        return ModelNotFoundError(
-            f"A file of '{repo_id}' listed by the Hub is missing ({_clean(exc, token, 100)}): try again later, "
-            "or give a local folder or a catalog name."
-        )
-    if isinstance(exc, RepositoryNotFoundError) and status != 401:
-        return ModelNotFoundError(
-            f"No model '{repo_id}' on the Hub: check the id (namespace/name), or give a local folder or a catalog name."
-        )
-    if isinstance(exc, HfHubHTTPError) and status in (401, 403):
-        if status == 401 and has_token:
-            return GatedModelError(
-                f"The Hub refused the token for '{repo_id}' (401): check that HF_TOKEN holds a valid read token."
-            )
-        if status == 401:
-            return GatedModelError(
-                f"Model '{repo_id}' is gated or private, or does not exist (401): check the id, or set HF_TOKEN "
-                "after accepting its licence on its Hub page."
-            )
-        return GatedModelError(
-            f"Model '{repo_id}' is gated or private and access was refused (403): accept its licence on its Hub "
-            "page, or set HF_TOKEN to a token with read access."
-        )
-    if isinstance(exc, HfHubHTTPError) and status == 404:
-        return ModelNotFoundError(
-            f"No model '{repo_id}' on the Hub (404): check the id (namespace/name), or give a local folder or a "
-            "catalog name."
-        )
-    if isinstance(exc, HfHubHTTPError) and status == 429:
-        return _Unreachable(
-            f"the Hub is rate-limiting requests (429{_retry_after(exc)})",
-            "wait and try again; requests with HF_TOKEN set get a higher limit",
-        )
-    if isinstance(exc, HfHubHTTPError) and status is not None and (status >= 500 or status == 408):
-        return _Unreachable(f"the Hub answered {status}", "try again later, or use a catalog model")
-    if isinstance(exc, SafetensorsParsingError):
-        return HeaderError(f"{_clean(exc, token, 300)} Re-upload or re-download the file, or use a catalog name.")
-    if isinstance(exc, HFValidationError):
-        return ModelNotFoundError(
-            f"'{repo_id}' is not a valid Hub id ({_clean(exc, token, 100)}): use namespace/name, a local folder "
-            "or a catalog name."
-        )
-    if isinstance(exc, OfflineModeIsEnabled):
-        return _Unreachable("HF_HUB_OFFLINE is set")
-    if isinstance(exc, httpx2.TimeoutException):
-        return _Unreachable(f"no answer within {_timeout():g}s")
-    if isinstance(exc, (httpx2.TransportError, ConnectionError, TimeoutError, LocalEntryNotFoundError)):
-        return _Unreachable(_clean(f"{type(exc).__name__}: {exc}", token, 120))
-    if isinstance(exc, HfHubHTTPError):
-        return NetworkError(
-            f"The Hub answered {status} for '{repo_id}' ({_clean(exc, token, 100)}): try again later, or use a "
-            "catalog name."
-        )
-    if isinstance(exc, OSError) and "Consistency check failed" in str(exc):
-        return _Unreachable("a download was cut short")
-    if isinstance(exc, Exception) and _raised_by_hub_client(exc):  # an answer huggingface_hub could not parse
-        return _Unreachable(
-            f"its answer could not be read: {_clean(f'{type(exc).__name__}: {exc}', token, 100)}",
-            "try again later, or give a local folder or a catalog name",
-        )
-    return exc if isinstance(exc, Exception) else RuntimeError(str(exc))
-
-
-def _raised_by_hub_client(exc: BaseException) -> bool:
-    """Whether `exc` was raised inside a call into huggingface_hub or httpx (parsing the Hub's answer), as opposed
-    to in advisor's own code: some frame of its traceback lies in those packages."""
-    tb = exc.__traceback__
-    while tb is not None:
-        filename = tb.tb_frame.f_code.co_filename.replace("\\", "/")
-        if "/huggingface_hub/" in filename or "/httpx" in filename:
-            return True
-        tb = tb.tb_next
-    return False
-
-
-def _retry_after(exc: BaseException) -> str:
-    """', retry after 30 s' from a 429's Retry-After header (seconds, or an HTTP date), else ''."""
-    headers = getattr(getattr(exc, "response", None), "headers", None) or {}
-    try:
-        value = str(headers.get("retry-after") or "").strip()
-    except Exception:
-        return ""
-    if value.isdigit() and len(value) < 10:
-        return f", retry after {int(value):,} s"
-    return f", retry after {_clean(value, None, 40)}" if value else ""
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -257,7 +66,7 @@ def _cache_path(repo_id: str, revision: str) -> Path:
 def _read_cache(repo_id: str, revision: str) -> dict[str, Any] | None:
     path = _cache_path(repo_id, revision)
     try:
-        data = read_json_file(path)
+        data = read_json_file(path, limit=MAX_STATE_BYTES)
     except (OSError, ValueError):  # unreadable or not JSON: as if absent (the next fetch rewrites it)
         return None
     if not isinstance(data, dict) or data.get("format") != CACHE_FORMAT or data.get("repo_id") != repo_id:
@@ -274,10 +83,7 @@ def _write_cache(meta: dict[str, Any], *revisions: str) -> None:
     for revision in dict.fromkeys(r for r in revisions if r):
         path = _cache_path(meta["repo_id"], revision)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(text, encoding="utf-8")
-            os.replace(tmp, path)
+            write_atomic(path, text)
         except OSError:
             pass  # a read-only cache costs a refetch next time, nothing more
 
@@ -295,7 +101,7 @@ def _fresh(meta: dict[str, Any], revision: str) -> bool:
 def _api(token: str | None):
     from huggingface_hub import HfApi
 
-    return HfApi(endpoint=_endpoint(), token=token, library_name="advisor")
+    return HfApi(endpoint=hf.endpoint(), token=token, library_name="advisor")
 
 
 def _siblings(info: Any) -> dict[str, int]:
@@ -320,7 +126,7 @@ def _get_bounded(url: str, token: str | None, *, limit: int, range_end: int | No
     sleeping its Retry-After (an hour, if the server says so); advisor falls back to its caches instead."""
     from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
 
-    timeout = _timeout()
+    timeout = hf.timeout()
     deadline = time.monotonic() + 4 * timeout
     headers = build_hf_headers(token=token, library_name="advisor")
     headers["Accept-Encoding"] = "identity"
@@ -348,13 +154,13 @@ def _get_bounded(url: str, token: str | None, *, limit: int, range_end: int | No
 def _download_json(repo_id: str, filename: str, sha: str, token: str | None) -> dict[str, Any]:
     from huggingface_hub import hf_hub_url
 
-    url = hf_hub_url(repo_id, filename, revision=sha, endpoint=_endpoint())
+    url = hf_hub_url(repo_id, filename, revision=sha, endpoint=hf.endpoint())
     raw = _get_bounded(url, token, limit=MAX_CONFIG_BYTES)
     try:
         data = decode_json(raw)
     except ValueError as exc:
         raise ConfigError(
-            f"'{filename}' of '{repo_id}' on the Hub is not valid JSON ({_clean(exc, token, 80)}): "
+            f"'{filename}' of '{repo_id}' on the Hub is not valid JSON ({hf.scrub(exc, token, 80)}): "
             "report it to the repo, or give a local folder with a fixed copy."
         ) from None
     if not isinstance(data, dict):
@@ -375,7 +181,7 @@ def _read_headers(
                 "it, or use a catalog name."
             )
         try:
-            meta = api.parse_safetensors_file_metadata(repo_id, shard, revision=sha, token=token, timeout=_timeout())
+            meta = api.parse_safetensors_file_metadata(repo_id, shard, revision=sha, token=token, timeout=hf.timeout())
         except Exception as exc:
             if not _is_corrupt_content(exc):
                 raise  # HTTP and transport errors: _translate decides (gated, 404, unreachable...)
@@ -433,7 +239,7 @@ def _is_corrupt_content(exc: BaseException) -> bool:
 
 
 def _bad_header(shard: str, where: str, exc: BaseException, token: str | None) -> HeaderError:
-    reason = _clean(f"{type(exc).__name__}: {exc}", token, 120)
+    reason = hf.scrub(f"{type(exc).__name__}: {exc}", token, 120)
     return HeaderError(
         f"The safetensors header of '{shard}' ({where}) is corrupt ({reason}). Re-upload or re-download the file, "
         "or use a catalog name."
@@ -448,7 +254,7 @@ def _hub_summary_header(info: Any, sizes: dict[str, int]) -> HeaderSummary | Non
     params = {str(k): int(v) for k, v in st.parameters.items()}
     return HeaderSummary(
         params_by_dtype=params,
-        bytes_by_dtype={d: n * _DTYPE_BYTES.get(d, 2) for d, n in params.items()},
+        bytes_by_dtype={d: int(n * P.dtype_bytes(d, default=2)) for d, n in params.items()},
         file_sizes={n: s for n, s in sizes.items() if n.endswith(".safetensors") and s >= 0},
         tensors=1,
     )
@@ -458,7 +264,7 @@ def _range_reader(repo_id: str, filename: str, sha: str, token: str | None):
     """read(n) -> the first n bytes of a Hub file, by range request, never more than n bytes."""
     from huggingface_hub import hf_hub_url
 
-    url = hf_hub_url(repo_id, filename, revision=sha, endpoint=_endpoint())
+    url = hf_hub_url(repo_id, filename, revision=sha, endpoint=hf.endpoint())
 
     def read(n: int) -> bytes:
         return _get_bounded(url, token, limit=n, range_end=n)
@@ -478,7 +284,7 @@ def _gguf_spec(repo_id: str, filename: str, total: int, sha: str, token: str | N
 
 def _fetch(repo_id: str, revision: str | None, token: str | None) -> dict[str, Any]:
     api = _api(token)
-    info = api.model_info(repo_id, revision=revision, files_metadata=True, timeout=_timeout())
+    info = api.model_info(repo_id, revision=revision, files_metadata=True, timeout=hf.timeout())
     sha = _commit(info, revision)
     sizes = _siblings(info)
     warnings: list[str] = []
@@ -500,7 +306,7 @@ def _fetch(repo_id: str, revision: str | None, token: str | None) -> dict[str, A
 
     files = {n: s for n, s in sizes.items() if n.endswith((".safetensors", ".gguf")) or n.endswith(PICKLE_SUFFIXES)}
     gguf_spec = None
-    ggufs = group_gguf_files({n: s for n, s in sizes.items() if n.endswith(".gguf")})
+    ggufs = P.gguf_file_groups({n: s for n, s in sizes.items() if n.endswith(".gguf")})
     if config is None and header is None and ggufs:
         first = preferred_gguf(ggufs)
         gguf_spec = _gguf_spec(repo_id, first, sizes[first], sha, token).to_json()
@@ -578,7 +384,7 @@ def _from_hf_cache(repo_id: str, revision: str | None, trust_remote_code: bool, 
     from advisor.sources.local import spec_from_folder
 
     try:
-        found = try_to_load_from_cache(repo_id, "config.json", cache_dir=hf_cache_dir(), revision=revision)
+        found = try_to_load_from_cache(repo_id, "config.json", cache_dir=hf.hub_cache_dir(), revision=revision)
     except Exception:
         return None
     if not isinstance(found, str):
@@ -611,15 +417,15 @@ def spec_from_hub(
         return _build(cached, trust_remote_code, [])
 
     hint = "check the connection or HF_ENDPOINT, or use a catalog model"
-    if _offline():
+    if hf.offline():
         reason = "HF_HUB_OFFLINE is set"
         hint = "unset HF_HUB_OFFLINE to go online, or use a catalog model"
     else:
         try:
             meta = _fetch(repo_id, revision, token)
         except Exception as exc:
-            mapped = _translate(exc, repo_id, revision, token)
-            if not isinstance(mapped, _Unreachable):
+            mapped = hf.translate(exc, repo_id, revision, token)
+            if not isinstance(mapped, hf.Unreachable):
                 if mapped is exc:
                     raise
                 raise mapped from None
@@ -647,13 +453,13 @@ def gguf_specs_from_hub(repo_id: str, *, revision: str | None = None, token: str
     from advisor.sources.crosscheck import cross_check
 
     repo_id = repo_id.strip().strip("/")
-    if _offline():
+    if hf.offline():
         raise NetworkError(f"HF_HUB_OFFLINE is set: cannot list the GGUF files of '{repo_id}'. Unset it to go online.")
     try:
-        info = _api(token).model_info(repo_id, revision=revision, files_metadata=True, timeout=_timeout())
+        info = _api(token).model_info(repo_id, revision=revision, files_metadata=True, timeout=hf.timeout())
         sha = _commit(info, revision)
         sizes = _siblings(info)
-        groups = group_gguf_files({n: s for n, s in sizes.items() if n.endswith(".gguf")})
+        groups = P.gguf_file_groups({n: s for n, s in sizes.items() if n.endswith(".gguf")})
         out: dict[str, ModelSpec] = {}
         for first, (parts, _total) in groups.items():
             spec = _gguf_spec(repo_id, first, sizes[first], sha, token)  # split models: the first part's header
@@ -666,8 +472,8 @@ def gguf_specs_from_hub(repo_id: str, *, revision: str | None = None, token: str
             out[first] = cross_check(spec)
         return out
     except Exception as exc:
-        mapped = _translate(exc, repo_id, revision, token)
-        if isinstance(mapped, _Unreachable):
+        mapped = hf.translate(exc, repo_id, revision, token)
+        if isinstance(mapped, hf.Unreachable):
             raise NetworkError(
                 f"Cannot reach the Hugging Face Hub for the GGUF files of '{repo_id}' ({mapped}): {mapped.hint}."
             ) from None

@@ -18,30 +18,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from advisor import precision as P
 from advisor.errors import (
     ConfigError,
     HeaderError,
     ModelNotFoundError,
     UnsupportedArchitectureError,
 )
-from advisor.sources.config import MAX_CONFIG_BYTES, decode_json, read_json_file
+from advisor.fileio import MAX_CONFIG_BYTES, decode_json, open_regular, read_json_file
+from advisor.sources import keys as K
 from advisor.spec import KVLayout, ModelSpec
+from advisor.textutil import one_line, safe
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 _MAX_OFFSET = 1 << 62  # 4 EiB: past any file; larger numbers (a shape of 10**400) break float arithmetic later
-# Bits per element of the safetensors dtypes: numel * bits must equal the bytes between the offsets.
-_DTYPE_BITS = {
-    "F64": 64, "I64": 64, "U64": 64, "C64": 64, "F32": 32, "I32": 32, "U32": 32, "F16": 16, "BF16": 16, "I16": 16,
-    "U16": 16, "F8_E4M3": 8, "F8_E5M2": 8, "F8_E8M0": 8, "I8": 8, "U8": 8, "BOOL": 8, "F6_E2M3": 6, "F6_E3M2": 6,
-    "F4": 4,
-}  # fmt: skip
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 MAX_SAFETENSORS_HEADER = 100_000_000  # the format's own limit
 GGUF_FIRST_READ = 2 * 1024 * 1024
 GGUF_MAX_PREFIX = 256 * 1024 * 1024
 _ROUTED_EXPERT = re.compile(r"\.experts\.|\.experts_|block_sparse_moe\.experts|\.mlp\.experts")
 _SHARED_EXPERT = re.compile(r"shared_expert")
-_GGUF_SPLIT = re.compile(r"^(?P<stem>.+)-(?P<part>\d{5})-of-(?P<count>\d{5})\.gguf$")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -101,7 +97,7 @@ def add_header(
                     raise ValueError("negative dimension")
                 numel *= int(dim)
         except (TypeError, ValueError, IndexError, KeyError, OverflowError) as exc:
-            reason = " ".join(str(exc).split())[:120] or type(exc).__name__
+            reason = one_line(exc, 120)
             raise HeaderError(
                 f"The safetensors header of '{filename}' ({where}) is corrupt at tensor '{name}': {reason}. "
                 "Re-download the file."
@@ -112,7 +108,7 @@ def add_header(
                 f"[{begin}, {end}] and {numel} elements. Re-download the file."
             )
         dtype = str(dtype)
-        bits = _DTYPE_BITS.get(dtype)
+        bits = P.DTYPE_BITS.get(dtype)
         if bits is not None and numel * bits != (end - begin) * 8:  # the safetensors library's own rule
             raise HeaderError(
                 f"The safetensors header of '{filename}' ({where}) gives tensor '{name}' {numel} {dtype} elements "
@@ -165,8 +161,12 @@ def header_tensors(header: dict[str, Any], filename: str, where: str):
 def read_local_safetensors_header(path: Path) -> tuple[dict[str, Any], int]:
     """The JSON header of a safetensors file and its length; reads the first 8 + n bytes only."""
     where = f"in {path.parent}"
-    size = path.stat().st_size
-    with open(path, "rb") as fh:
+    try:
+        fh = open_regular(path)
+    except OSError as exc:
+        raise HeaderError(f"'{path}' cannot be read ({exc.strerror or exc}): re-download it.") from None
+    size = os.fstat(fh.fileno()).st_size
+    with fh:
         prefix = fh.read(8)
         if len(prefix) < 8:
             raise HeaderError(f"'{path}' is {size} bytes, too short to be a safetensors file. Re-download it.")
@@ -248,10 +248,10 @@ def spec_from_counts(
     config = config if isinstance(config, dict) else {}
     cfg = _text_config(config)
     total = header.total_params
-    layers = _count(cfg, "num_hidden_layers", "n_layer", "num_layers", "n_layers")
-    hidden = _count(cfg, "hidden_size", "n_embd", "d_model", "dim")
-    heads = _count(cfg, "num_attention_heads", "n_head", "num_heads", "n_heads")
-    kv_heads = _count(cfg, "num_key_value_heads", "num_kv_heads", "n_kv_heads")
+    layers = _count(cfg, *K.LAYERS)
+    hidden = _count(cfg, *K.HIDDEN)
+    heads = _count(cfg, *K.HEADS)
+    kv_heads = _count(cfg, *K.KV_HEADS)
     if kv_heads is None and cfg.get("multi_query") is True:
         kv_heads = 1
     if kv_heads is None:
@@ -259,8 +259,8 @@ def spec_from_counts(
     head_dim = _count(cfg, "head_dim")
     if head_dim is None and hidden and heads:
         head_dim = hidden // heads or None
-    experts = _count(cfg, "num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts")
-    per_token = _count(cfg, "num_experts_per_tok", "num_experts_per_token", "moe_top_k", "top_k")
+    experts = _count(cfg, *K.EXPERTS)
+    per_token = _count(cfg, *K.TOP_K)
     if experts and per_token and per_token > experts:
         per_token = None
     warnings = [reason + " Parameter totals come from the safetensors headers; the per-layer breakdown is missing."]
@@ -288,12 +288,12 @@ def spec_from_counts(
         model_type=_name(config.get("model_type")),
         num_layers=layers,
         hidden_size=hidden,
-        intermediate_size=_count(cfg, "intermediate_size", "n_inner", "ffn_hidden_size"),
+        intermediate_size=_count(cfg, *K.INTERMEDIATE),
         num_attention_heads=heads,
         num_kv_heads=kv_heads,
         head_dim=head_dim,
-        vocab_size=_count(cfg, "vocab_size", "padded_vocab_size"),
-        max_context=_count(cfg, "max_position_embeddings", "n_positions", "seq_length", "max_seq_len"),
+        vocab_size=_count(cfg, *K.VOCAB),
+        max_context=_count(cfg, *K.CONTEXT),
         sliding_window=window,
         num_experts=experts,
         experts_per_token=per_token,
@@ -335,8 +335,17 @@ def assemble_spec(
     elif header is not None:
         spec = spec_from_counts(None, header, model_id=model_id, source=source, reason=f"No config.json {where}.")
     else:
+        pickles = sorted(n for n in (files or {}) if n.endswith(PICKLE_SUFFIXES))
+        if pickles:
+            raise ModelNotFoundError(
+                f"'{safe(model_id)}' ({where}) holds only pickled weights ({', '.join(pickles[:3])}) and no "
+                "config.json: advisor never opens pickles by default (--allow-pickle lets bench and chat load them "
+                "from a folder that has its config.json); convert them to safetensors, or point advisor at the "
+                "model's own folder."
+            )
         raise ModelNotFoundError(
-            f"'{model_id}' ({where}) has no config.json, safetensors or GGUF file: point advisor at a model folder."
+            f"'{safe(model_id)}' ({where}) has no config.json, safetensors or GGUF file: point advisor at a model "
+            "folder."
         )
 
     updates: dict[str, Any] = {}
@@ -404,21 +413,6 @@ def spec_from_gguf_reader(
                 ) from None
             suggested = int(getattr(exc, "suggested_size", 0) or 0)
             want = min(max(suggested, 2 * want), total_size, GGUF_MAX_PREFIX)
-
-
-def group_gguf_files(files: dict[str, int]) -> dict[str, tuple[list[str], int]]:
-    """first file -> (all parts, total bytes): split GGUFs (name-00001-of-00003.gguf) count as one model."""
-    groups: dict[str, list[str]] = {}
-    for name in sorted(files):
-        if not name.endswith(".gguf"):
-            continue
-        m = _GGUF_SPLIT.match(name)
-        key = f"{m.group('stem')}|{m.group('count')}" if m else name
-        groups.setdefault(key, []).append(name)
-    out: dict[str, tuple[list[str], int]] = {}
-    for parts in groups.values():
-        out[parts[0]] = (parts, sum(files[p] for p in parts))
-    return out
 
 
 def preferred_gguf(groups: dict[str, tuple[list[str], int]]) -> str:
@@ -509,7 +503,7 @@ def spec_from_folder(
             "opened (unpickling runs code); only their file sizes are used."
         )
 
-    ggufs = group_gguf_files(entries)
+    ggufs = P.gguf_file_groups(entries)
     if config is None and header is None and ggufs:
         first = preferred_gguf(ggufs)
         spec = _local_gguf_spec(folder / first, name)
@@ -535,19 +529,6 @@ def spec_from_folder(
 # The Hugging Face cache
 
 
-def hf_cache_dir() -> Path:
-    """The Hugging Face hub cache, read from the environment at call time (HF_HUB_CACHE, then HF_HOME)."""
-    env = os.environ.get("HF_HUB_CACHE")
-    if env:
-        return Path(os.path.expandvars(env)).expanduser()
-    home = os.environ.get("HF_HOME")
-    if home:
-        return Path(os.path.expandvars(home)).expanduser() / "hub"
-    from huggingface_hub import constants
-
-    return Path(constants.HF_HUB_CACHE)
-
-
 def list_cached_models(cache_dir: str | os.PathLike | None = None) -> list[tuple[str, ModelSpec | Exception]]:
     """Every model repo in the Hugging Face cache, described from its newest snapshot (or the one `main` names).
 
@@ -556,7 +537,9 @@ def list_cached_models(cache_dir: str | os.PathLike | None = None) -> list[tuple
     from huggingface_hub import scan_cache_dir
     from huggingface_hub.errors import CacheNotFound
 
-    root = Path(cache_dir) if cache_dir is not None else hf_cache_dir()
+    from advisor.hf import hub_cache_dir
+
+    root = Path(cache_dir) if cache_dir is not None else hub_cache_dir()
     try:
         info = scan_cache_dir(root)
     except CacheNotFound:
