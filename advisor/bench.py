@@ -239,6 +239,11 @@ def bench_option(job: Job, progress: Callable[[str], None] = lambda msg: None) -
         )
         details = engine.memory_details()  # before warm-up, whose trim hands its garbage back
         row.comparisons.append(Comparison("weights", engine.weight_bytes, mem_est.weights_bytes, "bytes"))
+        if details.get("repacked_weights") or (plan.runtime == "llama.cpp" and kind == "cpu"):
+            repack_est = M.llama_repack_bytes(spec, precision) if kind == "cpu" else 0
+            row.comparisons.append(
+                Comparison("repacked_weights", details.get("repacked_weights", 0), repack_est, "bytes")
+            )
 
         # Warm-up: kernels, allocator, thread pools; also tells how fast this option is here.
         progress(f"{name}: warming up")
@@ -309,7 +314,7 @@ def bench_option(job: Job, progress: Callable[[str], None] = lambda msg: None) -
         )
         row.comparisons.append(Comparison("kv_cache", deepest.kv_bytes, kv_est, "bytes"))
         _peak_comparisons(row, load_mem, run_mem, load_cuda, details, mem_est)
-        overhead = row.get("peak_memory").measured - engine.weight_bytes - deepest.kv_bytes
+        overhead = row.get("peak_memory").measured - engine.weight_bytes - deepest.kv_bytes  # repacked copies in it
         row.comparisons.append(Comparison("overhead", overhead, mem_est.overhead_bytes, "bytes"))
     except KeyboardInterrupt:
         row.status, row.message = "interrupted", "stopped by Ctrl-C"

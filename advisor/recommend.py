@@ -75,10 +75,12 @@ def price(
     quality = prec.quality_rank
     from_file = precision == P.GGUF_FILE or precision.lower().startswith(P.GGUF_PREFIX)
     if (spec.quantization or "").startswith("gguf") and not from_file:
-        # Dequantizing (transformers) or requantizing (llama.cpp's other types, made here from this file) cannot
-        # restore what the file's quantization rounded away.
-        quality = min(quality, P.get(P.GGUF_FILE, spec).quality_rank)
-        how = "dequantized" if prec.runtime == "transformers" else "requantized"
+        # Dequantizing (transformers) cannot restore what the file's quantization rounded away; requantizing
+        # (llama.cpp's other types, made here from this file) rounds again on top of it.
+        file_rank = P.get(P.GGUF_FILE, spec).quality_rank
+        requantized = prec.runtime == "llama.cpp" and quality < 100
+        quality = min(quality, file_rank - 1 if requantized else file_rank)
+        how = "requantized" if requantized else "dequantized" if prec.runtime == "transformers" else "rewritten"
         notes.append(f"weights {how} from the {spec.quantization} file: quality no better than the file")
     w = M.weight_bytes(spec, precision)
     if w.note:

@@ -6,6 +6,7 @@ loaded model, and `benchmarks/accuracy.py` compares them.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from advisor import precision as P
@@ -44,10 +45,11 @@ BNB8_CPU_RETAINED = 0.10
 # Ampere/Hopper with lazy module loading (torch issue #20532 and nvidia-smi readings); 500 MiB
 # is the middle. MPS has no separate context.
 CUDA_CONTEXT = 500 * MiB
-# NOTE: a llama.cpp process besides its buffers: Python, numpy and llama-cpp-python's libraries with the model's
-# vocabulary and graph metadata. Measured with the embedded SmolLM2-135M in advisor's llama.cpp bench process
-# (RSS less every buffer llama.cpp printed, less mapped weights): see NOTES.md "llama.cpp memory".
-LLAMA_CPP_BASE = 100 * MiB
+# NOTE: a llama.cpp process besides its buffers: Python, numpy and llama-cpp-python's libraries (20 MiB mapped),
+# advisor's modules, the vocabulary and graph metadata: 71 MiB resident after loading the embedded SmolLM2-135M
+# (49k vocabulary) with its KV cache and mapped weights taken out (advisor's llama.cpp bench process, this
+# machine; see NOTES.md "llama.cpp memory").
+LLAMA_CPP_BASE = 72 * MiB
 # NOTE: llama.cpp's default micro-batch (n_ubatch = 512; llama-cpp-python and llama-server alike); its compute
 # buffer scales with it (llama-context.cpp `sched_reserve`).
 LLAMA_CPP_UBATCH = 512
@@ -542,10 +544,17 @@ def overhead_bytes(
     vocab = spec.vocab_size or 0
     if prec.runtime == "llama.cpp":
         ctx = context or max(prompt_tokens, 1)
-        compute = llama_compute_buffer(spec, ctx, batch=batch, llama=llama)
+        on_cpu = device_kind == "cpu"
+        # NOTE: on a CPU the compute buffer is reserved with malloc and only the pages a graph touches become
+        # resident: llama-cpp-python computes the logits of the last position only, so the touched worst case
+        # is attention over the whole context, or the feed-forward (measured: +13 MiB resident with flash
+        # attention, +45 MiB without at 1,500 tokens, against a 99 MiB reserve, SmolLM2-135M). A GPU's buffer is
+        # allocated whole.
+        touched = dataclasses.replace(llama, n_outputs=1) if on_cpu else llama
+        compute = llama_compute_buffer(spec, ctx, batch=batch, llama=touched)
         output = vocab * max(llama.n_parallel, 1) * 4
-        repack = llama_repack_bytes(spec, precision) if device_kind == "cpu" else 0
-        base = LLAMA_CPP_BASE if device_kind == "cpu" else CUDA_CONTEXT if device_kind == "cuda" else 0
+        repack = llama_repack_bytes(spec, precision) if on_cpu else 0
+        base = LLAMA_CPP_BASE if on_cpu else CUDA_CONTEXT if device_kind == "cuda" else 0
         return int(base + compute + output + repack)
     on_cpu = device_kind == "cpu"
     base = CUDA_CONTEXT if device_kind == "cuda" else CPU_RUNTIME_BASE if on_cpu else 0

@@ -204,10 +204,10 @@ _LOG_LOCK = threading.Lock()
 _LOG_LINES: list[str] = []
 _LOG_CALLBACK = None  # kept alive: llama.cpp holds the pointer
 
-# What llama.cpp says it allocated, by the words of its log lines.
-_BUFFER = re.compile(r"^\s*(?:\S+:\s+)?(?P<dev>[\w]+?)(?:_Mapped|_REPACK|_Host)?\s+(?P<what>model|KV|compute|output)\s+"
-                     r"buffer size\s*=\s*(?P<mib>[\d.]+)\s*MiB")  # fmt: skip
-_MAPPED = re.compile(r"(?P<dev>\w+)_Mapped model buffer size\s*=\s*(?P<mib>[\d.]+)\s*MiB")
+# What llama.cpp says it allocated, by the words of its log lines: "<buffer> <what> buffer size = X MiB", where
+# the buffer is CPU, CPU_Mapped (the mmap of the file), CPU_REPACK (a private re-laid copy), CUDA0, CUDA_Host ...
+_BUFFER = re.compile(r"(?P<buf>[A-Za-z_]*[A-Za-z0-9_]+)\s+(?P<what>model|KV|compute|output|RS)\s+buffer size\s*=\s*"
+                     r"(?P<mib>[\d.]+)\s*MiB")  # fmt: skip
 _UNKNOWN_ARCH = re.compile(r"unknown model architecture: '([^']*)'")
 
 
@@ -239,17 +239,27 @@ def _take_log() -> list[str]:
 
 
 def buffers_from_log(lines: list[str]) -> dict[str, int]:
-    """Bytes llama.cpp says it allocated: model (per device summed), file_backed_weights (the mapped part),
-    kv_cache, compute and output buffers."""
-    out = {"model": 0.0, "file_backed_weights": 0.0, "kv_cache": 0.0, "compute": 0.0, "output": 0.0}
-    names = {"model": "model", "KV": "kv_cache", "compute": "compute", "output": "output"}
+    """Bytes llama.cpp says it allocated: `model` (the weights: mapped, host or device copies, summed),
+    `file_backed_weights` (the CPU_Mapped part), `repacked_weights` (CPU_REPACK copies beside the mapping),
+    `kv_cache` (and recurrent state), `compute` and `output` buffers."""
+    out = dict.fromkeys(("model", "file_backed_weights", "repacked_weights", "kv_cache", "compute", "output"), 0.0)
     for line in lines:
         m = _BUFFER.search(line)
-        if m:
-            out[names[m["what"]]] += float(m["mib"]) * 2**20
-        m = _MAPPED.search(line)
-        if m and m["dev"] == "CPU":
-            out["file_backed_weights"] += float(m["mib"]) * 2**20
+        if not m:
+            continue
+        size = float(m["mib"]) * 2**20
+        buf = m["buf"]
+        if m["what"] == "model":
+            if buf.endswith("_REPACK"):
+                out["repacked_weights"] += size
+            else:
+                out["model"] += size
+                if buf == "CPU_Mapped":
+                    out["file_backed_weights"] += size
+        elif m["what"] in ("KV", "RS"):
+            out["kv_cache"] += size
+        else:
+            out[m["what"]] += size
     return {k: int(v) for k, v in out.items()}
 
 
@@ -496,6 +506,7 @@ class LlamaCppEngine(Engine):
     def memory_details(self) -> dict[str, int]:
         return {
             "file_backed_weights": self.buffers.get("file_backed_weights", 0),
+            "repacked_weights": self.buffers.get("repacked_weights", 0),
             "kv_cache": self.buffers.get("kv_cache", 0),
             "compute_buffer": self.buffers.get("compute", 0),
             "output_buffer": self.buffers.get("output", 0),
