@@ -190,10 +190,7 @@ def calibration_show(as_json) -> None:
         render.print_json(
             {
                 "runs": [r.__dict__ for r in rows],
-                "fitted": {
-                    "efficiency": {"/".join(k): v for k, v in fitted.efficiency.items()},
-                    "fixed_per_layer_s": {"/".join(k): v for k, v in fitted.fixed_per_layer.items()},
-                },
+                "fitted": {"step_scale": {"/".join(k): v for k, v in fitted.scale.items()}},
                 "store": str(C.db_path()),
             },
             out,
@@ -216,10 +213,8 @@ def calibration_show(as_json) -> None:
             "yes" if r.fingerprint == hw.fingerprint else "no",
         )
     out.print(table)
-    for key, value in fitted.efficiency.items():
-        out.print(f"fitted efficiency {'/'.join(key)}: {value:.3f}")
-    for key, value in fitted.fixed_per_layer.items():
-        out.print(f"fitted fixed cost {'/'.join(key)}: {value * 1e3:.3f} ms per layer")
+    for key, value in fitted.scale.items():
+        out.print(f"measured / estimated time per token, {'/'.join(key)}: {value:.3f} (later estimates scale by it)")
     for w in warnings:
         err.print(styled(f"warning: {w}", "yellow"))
 

@@ -1,13 +1,8 @@
 """The calibration store: every `advisor bench` run, kept in SQLite, and the fit it yields.
 
 Each run records the machine's fingerprint, the model, precision, runtime, placement, and the
-measured and estimated figures. `load_for(hw)` fits this machine's decode efficiency and fixed
-per-layer cost for each (runtime, precision kind, device kind) from its runs:
-
-    seconds per token = bytes read / (bandwidth x efficiency) + layers x fixed cost
-
-which is linear in (1/efficiency, fixed cost): least squares over the runs. One run alone keeps
-the default fixed cost and solves the efficiency.
+measured and estimated figures. `load_for(hw)` fits, per (runtime, precision, device kind),
+the ratio of measured to estimated time per decode step, by which later estimates are multiplied.
 """
 
 from __future__ import annotations
@@ -17,6 +12,7 @@ import errno
 import json
 import logging
 import sqlite3
+import statistics
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from advisor.costmodel.speed import CONTEXT_COST, FIXED_PER_LAYER, Calibration, efficiency_group
+from advisor.costmodel.speed import Calibration, efficiency_group
 from advisor.errors import AdvisorError
 from advisor.paths import cache_dir, set_aside
 from advisor.spec import Hardware
@@ -338,121 +334,43 @@ def latest_sessions(all_runs: list[Run]) -> list[Run]:
     return [r for r, when, k in stamped if when is None or when >= newest[k] - SESSION_SPAN_S]
 
 
+# NOTE: a calibration ratio outside this range is a broken run (a machine that swapped, a stalled process), not a
+# correction: the ratios bench fits on a quiet machine stay within 0.5-2.
+SCALE_BOUNDS = (0.2, 5.0)
+
+
+def _uncalibrated_s(run: Run) -> float | None:
+    """The estimate's seconds per step before calibration, as stored with the run (None for runs stored by an
+    advisor before the probe timed step costs: they are not fitted)."""
+    basis = (run.estimated or {}).get("basis") or {}
+    value = basis.get("uncalibrated_s")
+    return float(value) if isinstance(value, (int, float)) and value > 0 else None
+
+
 def fit(all_runs: list[Run]) -> Calibration:
-    """Fit this machine's speed coefficients from its runs (see the module docstring):
-
-        seconds per token = u x_p + L f + K c
-
-    u = bytes read / measured bandwidth, L = layers, K = cached K/V elements. In three steps:
-    1. c, the cost per cached element, per cache dtype: the slope of time against K between runs
-       of one model and precision at several depths;
-    2. f, the fixed cost per layer, per device: only from runs of one precision on models of
-       different shapes (one model alone cannot separate it from x); else the default;
-    3. x_p = 1 / efficiency, per precision, and per precision kind as a fall-back.
-    """
-    from advisor.costmodel.speed import cache_dtype
-
+    """This machine's calibration: per (runtime, precision, device kind), the median ratio of measured to estimated
+    (uncalibrated) seconds per decode step over the newest bench session of each configuration; per precision
+    group as the fall-back for precisions never measured. The estimate's shape comes from the probe's measured
+    step costs, so one model's ratio carries to models of other shapes."""
+    single = ("cpu", "cuda:0", "mps:0")
     usable = latest_sessions(
-        [
-            r
-            for r in all_runs
-            if r.measured_tok_s > 0 and r.bandwidth_gbps > 0 and r.placement in ("cpu", "cuda:0", "mps:0")
-        ]
+        [r for r in all_runs if r.measured_tok_s > 0 and _uncalibrated_s(r) and r.placement in single]
     )
-
-    def kv(r: Run) -> float:
-        return float((r.measured or {}).get("kv_elements") or 0.0)
-
-    def u(r: Run) -> float:
-        return r.bytes_per_token / (r.bandwidth_gbps * 1e9)
-
-    # 1. Context cost: slopes within (model, precision) series at several depths, pooled per cache dtype.
-    series: dict[tuple, list[Run]] = {}
+    ratios: dict[tuple[str, str, str], list[float]] = {}
+    kinds: dict[tuple[str, str, str], str] = {}
     for r in usable:
-        series.setdefault((r.runtime, r.device_kind, r.model, r.precision), []).append(r)
-    num: dict[tuple[str, str, str], float] = {}
-    den: dict[tuple[str, str, str], float] = {}
-    for (runtime, device, _model, precision), group in series.items():
-        ks = [kv(r) for r in group]
-        if len({round(k) for k in ks}) < 2:
-            continue
-        ts = [1.0 / r.measured_tok_s for r in group]
-        mk, mt = sum(ks) / len(ks), sum(ts) / len(ts)
-        key = (runtime, cache_dtype(precision), device)
-        num[key] = num.get(key, 0.0) + sum((k - mk) * (t - mt) for k, t in zip(ks, ts, strict=True))
-        den[key] = den.get(key, 0.0) + sum((k - mk) ** 2 for k in ks)
-    context = {key: max(num[key] / den[key], 0.0) for key in num if den[key] > 0}
-
-    def rest(r: Run) -> float:
-        """Time a token less the context cost."""
-        c = context.get((r.runtime, cache_dtype(r.precision), r.device_kind))
-        if c is None:
-            c = CONTEXT_COST.get((r.runtime, cache_dtype(r.precision), r.device_kind), 0.0)
-        return 1.0 / r.measured_tok_s - kv(r) * c
-
-    # 2. Fixed cost per layer: from a precision measured on models of different shapes.
-    by_precision: dict[tuple[str, str, str], list[Run]] = {}
-    for r in usable:
-        by_precision.setdefault((r.runtime, r.precision, r.device_kind), []).append(r)
-    fixed: dict[tuple[str, str], float] = {}
-    for (runtime, _precision, device), group in sorted(by_precision.items(), key=lambda kv_: -len(kv_[1])):
-        ratios = {round(u(r) / r.layers, 12) for r in group}
-        if (runtime, device) in fixed or len({r.model for r in group}) < 2 or len(ratios) < 2:
-            continue
-        x, f = _solve([u(r) for r in group], [float(r.layers) for r in group], [rest(r) for r in group], 0.0)
-        if x is not None and f is not None:
-            fixed[(runtime, device)] = max(f, 0.0)
-
-    # 3. Efficiency per precision (and per kind), the fixed cost known.
-    eff: dict[tuple[str, str, str], float] = {}
-    kinds: dict[tuple[str, str, str], list[float]] = {}
-    for (runtime, precision, device), group in by_precision.items():
-        f = fixed.get((runtime, device), FIXED_PER_LAYER.get((runtime, device), 0.3e-3))
-        x, _ = _solve_x([u(r) for r in group], [float(r.layers) for r in group], [rest(r) for r in group], f)
-        if x is None:
-            continue
-        value = min(max(1.0 / x, 0.02), 1.5)
-        eff[(runtime, precision, device)] = value
-        kinds.setdefault((runtime, efficiency_group(precision, group[0].kind), device), []).append(value)
-    for key, values in kinds.items():
-        eff.setdefault(key, sum(values) / len(values))
-    # The slope of step 1 also holds reading the cache, which the bandwidth term already counts.
-    for key in list(context):
-        runtime, dtype, device = key
-        members = [r for r in usable if (r.runtime, cache_dtype(r.precision), r.device_kind) == key]
-        if members:
-            read = sum(
-                (4 if dtype == "fp32" else 2) / (r.bandwidth_gbps * 1e9 * eff.get((runtime, r.precision, device), 1.0))
-                for r in members
-            ) / len(members)
-            context[key] = max(context[key] - read, 0.0)
-    return Calibration(efficiency=eff, fixed_per_layer=fixed, context_cost=context, runs=len(all_runs))
-
-
-def _solve(us: list[float], ls: list[float], ts: list[float], default_f: float) -> tuple[float | None, float | None]:
-    """Solve t = u*x + l*f for (x, f) by least squares; (x, None) with f = default_f when degenerate."""
-    suu = sum(u * u for u in us)
-    sll = sum(v * v for v in ls)
-    sul = sum(u * v for u, v in zip(us, ls, strict=True))
-    sut = sum(u * t for u, t in zip(us, ts, strict=True))
-    slt = sum(v * t for v, t in zip(ls, ts, strict=True))
-    det = suu * sll - sul * sul
-    if len(us) >= 2 and det > 1e-9 * max(suu * sll, 1e-300):
-        x = (sut * sll - sul * slt) / det
-        f = (suu * slt - sul * sut) / det
-        if x > 0 and f >= 0:
-            return x, f
-    x, _ = _solve_x(us, ls, ts, default_f)
-    return x, None
-
-
-def _solve_x(us: list[float], ls: list[float], ts: list[float], f: float) -> tuple[float | None, None]:
-    """x alone, f known: least squares of t - l*f = u*x."""
-    suu = sum(u * u for u in us)
-    if suu <= 0:
-        return None, None
-    x = sum(u * (t - v * f) for u, v, t in zip(us, ls, ts, strict=True)) / suu
-    return (x if x > 0 else None), None
+        key = (r.runtime, r.precision, r.device_kind)
+        ratios.setdefault(key, []).append((1.0 / r.measured_tok_s) / (_uncalibrated_s(r) or 1.0))
+        kinds[key] = r.kind
+    lo, hi = SCALE_BOUNDS
+    scale = {key: min(max(statistics.median(v), lo), hi) for key, v in ratios.items()}
+    groups: dict[tuple[str, str, str], list[float]] = {}
+    for (runtime, precision, device), value in scale.items():
+        group = efficiency_group(precision, kinds[(runtime, precision, device)])
+        groups.setdefault((runtime, group, device), []).append(value)
+    for key, values in groups.items():
+        scale.setdefault(key, statistics.median(values))
+    return Calibration(scale=scale, runs=len(all_runs))
 
 
 def load_for(hw: Hardware, *, warnings: list[str] | None = None) -> Calibration:

@@ -43,6 +43,7 @@ from typing import Any
 
 import psutil
 
+from advisor.engines.memwatch import _nvml_call, nvml_process_memory  # noqa: F401  (re-exported)
 from advisor.errors import AdvisorError, HardwareProbeError
 from advisor.fileio import MAX_STATE_BYTES, NotRegularFile, decode_json, read_bytes
 from advisor.hf import hub_cache_dir
@@ -51,7 +52,7 @@ from advisor.spec import Device, Hardware
 from advisor.textutil import first_line
 
 CACHE_FILE = "hardware.json"
-SCHEMA = 1  # bump when the meaning of a stored figure changes: older caches are re-measured
+SCHEMA = 2  # bump when the meaning of a stored figure changes: older caches are re-measured
 
 MiB = 2**20
 GiB = 2**30
@@ -254,55 +255,6 @@ def machine_fingerprint() -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def _nvml_call(fn, *args, default=None):
-    try:
-        return fn(*args)
-    except Exception:  # (NVMLError_NotSupported, FunctionNotFound, ...)
-        return default
-
-
-class NvmlProcessMemory:
-    """GPU memory one process holds on each NVIDIA GPU, as NVML counts it (what nvidia-smi shows:
-    the CUDA context and every allocator's pool included). Serves bench's GPU peak; `read()` never
-    raises and leaves out GPUs where NVML does not tell (MIG, other PID namespaces)."""
-
-    def __init__(self, pid: int):
-        import pynvml
-
-        self._nvml = pynvml
-        self.pid = pid
-        pynvml.nvmlInit()
-        try:
-            self._handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
-        except Exception:
-            pynvml.nvmlShutdown()
-            raise
-
-    def read(self) -> dict[int, int]:
-        used: dict[int, int] = {}
-        for index, handle in enumerate(self._handles):
-            for getter in ("nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetGraphicsRunningProcesses"):
-                fn = getattr(self._nvml, getter, None)
-                for proc in (_nvml_call(fn, handle, default=None) if fn else None) or ():
-                    nbytes = getattr(proc, "usedGpuMemory", None)
-                    if getattr(proc, "pid", None) == self.pid and isinstance(nbytes, int) and nbytes > 0:
-                        used[index] = max(used.get(index, 0), nbytes)
-        return used
-
-    def close(self) -> None:
-        _nvml_call(self._nvml.nvmlShutdown)
-
-
-def nvml_process_memory(pid: int) -> NvmlProcessMemory | None:
-    """A reader of `pid`'s memory on each NVIDIA GPU, or None where NVML cannot be used."""
-    if sys.platform == "darwin":
-        return None
-    try:
-        return NvmlProcessMemory(pid)
-    except Exception:  # not installed, no driver, no permission
-        return None
-
-
 def _nvml_identity() -> tuple[list[list[str]], str | None]:
     """[[name, uuid], ...] of NVIDIA GPUs, or ([], reason) when NVML cannot be used."""
     if sys.platform == "darwin":
@@ -472,9 +424,9 @@ def _alloc_cpu_buffer(torch, nbytes: int):
 class CpuContention:
     """How much CPU other processes (and the hypervisor: steal) took while we measured.
 
-    `fraction` = (busy CPU time of the whole machine - this process's CPU time) / (wall time x
-    logical CPUs): 0 on a quiet machine, 0.5 when something else kept one of two cores busy. A
-    measurement taken at 0.2 or more likely reads low.
+    `fraction` = (busy CPU time of the whole machine - this process's CPU time, its finished children's
+    included) / (wall time x logical CPUs): 0 on a quiet machine, 0.5 when something else kept one of two
+    cores busy. A measurement taken at 0.2 or more likely reads low.
     """
 
     def __init__(self) -> None:
@@ -485,10 +437,14 @@ class CpuContention:
         t = psutil.cpu_times()
         return sum(t) - t.idle - getattr(t, "iowait", 0.0) - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0)
 
+    def _own(self) -> float:
+        t = self._proc.cpu_times()  # user, system, and the user and system time of children waited for
+        return t.user + t.system + getattr(t, "children_user", 0.0) + getattr(t, "children_system", 0.0)
+
     def __enter__(self) -> CpuContention:
         try:
             self._proc = psutil.Process()
-            self._own0 = sum(self._proc.cpu_times()[:2])
+            self._own0 = self._own()
             self._busy0 = self._busy()
             self._t0 = time.perf_counter()
         except Exception:
@@ -500,7 +456,7 @@ class CpuContention:
             return
         try:
             wall = time.perf_counter() - self._t0
-            own = sum(self._proc.cpu_times()[:2]) - self._own0
+            own = self._own() - self._own0
             busy = self._busy() - self._busy0
             cpus = psutil.cpu_count() or 1
         except Exception:
@@ -605,6 +561,38 @@ def measure_cpu_matmul(
     return 2 * n**3 / statistics.median(times) / 1e12
 
 
+def probe_runtimes() -> bool:
+    """Whether the probe times the runtimes' step costs (ADVISOR_PROBE_RUNTIMES=0 skips it: the estimates then use
+    the tables' defaults; the test suite sets it so that each isolated cache does not re-time them)."""
+    return os.environ.get("ADVISOR_PROBE_RUNTIMES", "1").strip() not in ("0", "false", "no", "off")
+
+
+def measure_runtime_costs(notes: list[str]) -> dict[str, Any]:
+    """Step costs of each runtime that can run here on this CPU (see `advisor.runtime_costs`): transformers in
+    this process (torch is loaded), llama.cpp in a child process."""
+    out: dict[str, Any] = {}
+    try:
+        from advisor.runtime_costs import measure_transformers
+
+        out["transformers"] = measure_transformers()
+    except Exception as exc:  # a torch build without a dtype, a transformers change
+        notes.append(f"transformers step costs not measured ({_err(exc)}): its estimates use default costs")
+    try:
+        from advisor.engines import llamacpp
+        from advisor.runtime_costs import measure_llamacpp
+
+        if llamacpp.installed():
+            with tempfile.TemporaryDirectory(prefix="advisor-probe-") as tmp:
+                costs, why = measure_llamacpp(Path(tmp))
+            if costs:
+                out["llama.cpp"] = costs
+            elif why:
+                notes.append(f"llama.cpp step costs not measured: {why}")
+    except Exception as exc:
+        notes.append(f"llama.cpp step costs not measured ({_err(exc)}): its estimates use default costs")
+    return out
+
+
 def _cpu_device(notes: list[str], ram_total: int, ram_available: int) -> Device:
     details: dict[str, Any] = {}
     bandwidth = None
@@ -639,6 +627,8 @@ def _cpu_device(notes: list[str], ram_total: int, ram_available: int) -> Device:
                 details["matmul_tflops_by_dtype"] = by_dtype
             except Exception as exc:
                 notes.append(f"CPU matmul measurement failed: {_err(exc)}")
+            if probe_runtimes():
+                details["runtime_costs"] = measure_runtime_costs(notes)
         details["cpu_contention"] = contention.fraction
         if contention.fraction is not None and contention.fraction >= CONTENTION_NOTE:
             notes.append(

@@ -128,6 +128,23 @@ class ModelSpec(_Json):
 
 
 @dataclass(frozen=True)
+class StepCosts(_Json):
+    """What a decode step and a prefill pass cost one runtime, for one weight format, on one device: measured by
+    the hardware probe on small models (see `advisor.runtime_costs`), kept in `Device.details["runtime_costs"]`."""
+
+    per_token_s: float  # a decode step's constant (sampling, the generation loop)
+    per_layer_s: float  # each layer's constant (dispatch, norms, rotary)
+    elements_per_s: float  # weight elements a decode step multiplies per second (compute or cache bound)
+    context_s_per_element: float  # attention over the cache, per cached K/V element per step
+    prefill_pass_s: float  # a prefill pass's constant
+    prefill_elements_per_s: float  # token x weight-element products per second in a prefill pass
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> StepCosts:
+        return cls(**{f.name: float(data[f.name]) for f in dataclasses.fields(cls)})
+
+
+@dataclass(frozen=True)
 class Device(_Json):
     """One place that can hold weights: a GPU, an Apple chip, or the CPU with system RAM."""
 

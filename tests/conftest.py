@@ -18,6 +18,8 @@ def _isolated_state(tmp_path, monkeypatch):
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("ADVISOR_DEBUG", raising=False)
+    # Each isolated cache would time the runtimes' step costs again (~20 s): tests that need them set it back.
+    monkeypatch.setenv("ADVISOR_PROBE_RUNTIMES", "0")
     yield
 
 
@@ -37,10 +39,19 @@ def smollm_gguf() -> Path:
 def _probed_hardware():
     """This machine measured once per test session (no disk test)."""
     import dataclasses
+    import os
 
     from advisor import hardware
 
-    hw = hardware.probe(disk=False)
+    old = os.environ.get("ADVISOR_PROBE_RUNTIMES")
+    os.environ["ADVISOR_PROBE_RUNTIMES"] = "0"  # the tests' profile keeps the default step costs
+    try:
+        hw = hardware.probe(disk=False)
+    finally:
+        if old is None:
+            os.environ.pop("ADVISOR_PROBE_RUNTIMES", None)
+        else:
+            os.environ["ADVISOR_PROBE_RUNTIMES"] = old
     # Marked quiet: a profile measured while other tests loaded the CPU would be measured again on
     # its next use, and the tests that use it are about the cache, not about contention.
     devices = tuple(

@@ -72,7 +72,8 @@ def test_bench_compares_and_records(tiny_model_dir, seeded_hw):
     stored = C.runs(seeded_hw.fingerprint)
     assert {r.precision for r in stored} == {"bf16", "int4"}
     fitted = C.load_for(seeded_hw)
-    assert ("transformers", "float", "cpu") in fitted.efficiency
+    assert fitted.step_scale("transformers", "bf16", "float", "cpu")[1]
+    assert fitted.step_scale("transformers", "int4", "bnb4", "cpu")[1]
     assert report.calibrated_runs == len(stored)
 
 
@@ -245,7 +246,6 @@ def test_gpu_peak_prefers_nvml_per_process_figure():
 def test_peak_memory_samples_nvml_while_cuda_is_in_use(monkeypatch):
     import torch
 
-    from advisor import hardware
 
     figures = iter([{0: 100}, {0: 700}, {0: 300}])
     last: dict[int, int] = {0: 300}
@@ -263,7 +263,7 @@ def test_peak_memory_samples_nvml_while_cuda_is_in_use(monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda *a: None)
-    monkeypatch.setattr(hardware, "nvml_process_memory", lambda pid: Reader())
+    monkeypatch.setattr(memwatch, "nvml_process_memory", lambda pid: Reader())
     with memwatch.PeakMemory(interval=0.001) as mem:
         import time
 

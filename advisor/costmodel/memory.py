@@ -314,15 +314,11 @@ def _gguf_layer_tensors(spec: ModelSpec, params: ParamBreakdown, ftype: str) -> 
     return out
 
 
-def _gguf_weight_bytes(spec: ModelSpec, params: ParamBreakdown, prec: P.Precision) -> WeightBytes:
-    """llama.cpp's quantization recipe (llama-quant.cpp) applied to the parameter groups: the output (or a tied
-    token embedding) Q6_K below Q8_0, attn_v / attn_output / ffn_down raised in the layers the file type says,
-    every type replaced by its fallback where a row is not a multiple of its block, 1-D tensors F32."""
-    ftype = gguf_file_type(prec)
+def _gguf_head_types(spec: ModelSpec, params: ParamBreakdown, ftype: str) -> tuple[str, str]:
+    """(output type, token-embedding type): the output Q6_K in every quantized recipe below Q8_0 (Q8_0 where its row
+    is not a multiple of 256); a tied token embedding plays the output's role and takes its type."""
     default = GGUF_RECIPES.get(ftype, (ftype, ()))[0]
     hidden = spec.hidden_size
-    # Output projection: Q6_K in every quantized recipe below Q8_0 (Q8_0 where its row is not a multiple of 256);
-    # a tied token embedding plays the output's role and takes its type.
     if ftype in _FLOAT_FTYPES:
         out_type = default
     elif default == "Q8_0" or (hidden and hidden % 256):
@@ -330,6 +326,29 @@ def _gguf_weight_bytes(spec: ModelSpec, params: ParamBreakdown, prec: P.Precisio
     else:
         out_type = "Q6_K"
     emb_type = out_type if not params.lm_head else gguf_type_for_row(default, hidden)
+    return out_type, emb_type
+
+
+def gguf_matmul_types(spec: ModelSpec, precision: str) -> tuple[dict[str, int], tuple[str, int]]:
+    """({tensor type: weight elements} of the decoder layers' matrices, (type, elements) of the output projection
+    (the token embedding when tied)) under llama.cpp's recipe for a GGUF precision."""
+    prec = P.get(precision, spec)
+    params = _breakdown_or_guess(spec)
+    ftype = gguf_file_type(prec)
+    by_type: dict[str, int] = {}
+    for type_name, n in _gguf_layer_tensors(spec, params, ftype):
+        by_type[type_name] = by_type.get(type_name, 0) + n
+    out_type, emb_type = _gguf_head_types(spec, params, ftype)
+    head = (out_type, params.lm_head) if params.lm_head else (emb_type, params.embedding)
+    return by_type, head
+
+
+def _gguf_weight_bytes(spec: ModelSpec, params: ParamBreakdown, prec: P.Precision) -> WeightBytes:
+    """llama.cpp's quantization recipe (llama-quant.cpp) applied to the parameter groups: the output (or a tied
+    token embedding) Q6_K below Q8_0, attn_v / attn_output / ffn_down raised in the layers the file type says,
+    every type replaced by its fallback where a row is not a multiple of its block, 1-D tensors F32."""
+    ftype = gguf_file_type(prec)
+    out_type, emb_type = _gguf_head_types(spec, params, ftype)
     fused = max(params.routed_experts - params.routed_experts_linear, 0)
     matrices = params.linear + fused
     rest = max(params.other - fused, 0)  # norms, biases, routers stay F32

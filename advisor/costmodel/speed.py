@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from advisor import precision as P
 from advisor.costmodel import memory as M
-from advisor.spec import Device, Hardware, ModelSpec, SpeedEstimate
+from advisor.spec import Device, Hardware, ModelSpec, SpeedEstimate, StepCosts
 
 GB = 1e9
 
@@ -120,35 +120,33 @@ def efficiency_group(precision: str, kind: str | None = None) -> str:
 
 @dataclass(frozen=True)
 class Calibration:
-    """This machine's measured efficiencies (from `advisor bench` runs), overriding the defaults.
+    """This machine's corrections from `advisor bench` runs: per (runtime, precision, device kind), the ratio of
+    measured to estimated time per decode step, by which later estimates are multiplied. The estimate's shape
+    (constants, per-layer and per-element costs) comes from the probe and the tables; calibration only scales
+    it, so what one model's runs teach carries to models of other shapes. A precision never measured borrows
+    the ratio of its group (int4 for int4-dq; one kind of llama.cpp kernel for another)."""
 
-    Efficiencies are fitted per precision where that precision was measured, and per precision kind
-    (e.g. int4 for int4-dq) otherwise.
-    """
-
-    efficiency: dict[tuple[str, str, str], float] = field(default_factory=dict)
-    fixed_per_layer: dict[tuple[str, str], float] = field(default_factory=dict)
-    context_cost: dict[tuple[str, str, str], float] = field(default_factory=dict)
+    scale: dict[tuple[str, str, str], float] = field(default_factory=dict)
     runs: int = 0
 
-    def eff(self, runtime: str, kind: str, device: str, precision: str | None = None) -> tuple[float, bool]:
-        group = efficiency_group(precision) if precision else kind
+    def step_scale(self, runtime: str, precision: str, kind: str, device: str) -> tuple[float, bool]:
+        group = efficiency_group(precision, kind)
         for key in ((runtime, precision, device), (runtime, group, device)):
-            if key in self.efficiency:
-                return self.efficiency[key], True
+            if key in self.scale:
+                return self.scale[key], True
+        return 1.0, False
+
+    @staticmethod
+    def eff(runtime: str, kind: str, device: str, precision: str | None = None) -> tuple[float, bool]:
         return EFFICIENCY.get((runtime, kind, device), 0.5), False
 
-    def context(self, runtime: str, precision: str, device: str) -> tuple[float, bool]:
-        key = (runtime, cache_dtype(precision), device)
-        if key in self.context_cost:
-            return self.context_cost[key], True
-        return CONTEXT_COST.get(key, 0.0), False
+    @staticmethod
+    def context(runtime: str, precision: str, device: str) -> tuple[float, bool]:
+        return CONTEXT_COST.get((runtime, cache_dtype(precision), device), 0.0), False
 
-    def fixed(self, runtime: str, device: str) -> tuple[float, bool]:
-        key = (runtime, device)
-        if key in self.fixed_per_layer:
-            return self.fixed_per_layer[key], True
-        return FIXED_PER_LAYER.get(key, 0.3e-3), False
+    @staticmethod
+    def fixed(runtime: str, device: str) -> tuple[float, bool]:
+        return FIXED_PER_LAYER.get((runtime, device), 0.3e-3), False
 
 
 NO_CALIBRATION = Calibration()
@@ -354,6 +352,118 @@ def bytes_per_token(
     return {"layers": w.layers - unread_experts, "head": head, "embedding_rows": emb_rows, "kv_cache": kv}
 
 
+# NOTE: per weight element, bitsandbytes' CPU kernels against the bf16 matmul the probe times: LLM.int8 quantizes
+# the activations and dequantizes an int32 product in every matmul (1.7x the bf16 time), nf4's GEMV reads a
+# quarter of the bytes (0.45x). From the efficiencies `advisor bench` fitted before the probe timed step costs
+# (0.25 and 0.55 of the measured bandwidth, against 0.85 for bf16, CI machine); bench calibrates them here.
+BNB_CPU_ELEMENT_FACTOR = {"bnb8": 1.7, "bnb4": 0.45, "prequant": 1.0}
+# NOTE: llama.cpp tensor types the probe does not time, by the timed one whose kernel they share on x86
+# (ggml-cpu: Q5_0/Q5_1 dot products take Q8_0/Q8_1 activations like Q4_1; IQ4_NL repacks like Q4_0; Q5_K,
+# Q3_K, Q2_K and IQ4_XS run the generic K-quant dot product like Q6_K; F32 streams twice F16's bytes).
+LLAMA_RATE_CLASS = {
+    "F32": "F16", "BF16": "F16", "Q5_0": "Q4_1", "Q5_1": "Q4_1", "IQ4_NL": "Q4_0", "Q5_K": "Q6_K", "Q3_K": "Q6_K",
+    "Q2_K": "Q6_K", "IQ4_XS": "Q6_K",
+}  # fmt: skip
+LLAMA_RATE_FACTOR = {"F32": 0.5}
+
+
+def measured_costs(dev: Device, runtime: str, key: str) -> StepCosts | None:
+    """The probe's step costs of `runtime` for weight format `key` on this device, when it measured them."""
+    table = ((dev.details or {}).get("runtime_costs") or {}).get(runtime) or {}
+    data = table.get(key)
+    if not isinstance(data, dict):
+        return None
+    try:
+        return StepCosts.from_json(data)
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _transformers_key(prec: P.Precision, precision: str) -> tuple[str, float]:
+    """(the dtype whose measured costs apply, the per-element factor on them)."""
+    if prec.kind == "float":
+        return precision, 1.0
+    return "bf16", BNB_CPU_ELEMENT_FACTOR.get(prec.kind, 1.0)
+
+
+def _llama_rate(dev: Device, type_name: str) -> tuple[StepCosts | None, float]:
+    """The measured costs that time a llama.cpp tensor type, and the factor on its element rate."""
+    direct = measured_costs(dev, "llama.cpp", type_name)
+    if direct is not None:
+        return direct, 1.0
+    klass = LLAMA_RATE_CLASS.get(type_name, "Q8_0")
+    return measured_costs(dev, "llama.cpp", klass), LLAMA_RATE_FACTOR.get(type_name, 1.0)
+
+
+def matmul_elements(spec: ModelSpec, *, tokens: int = 1) -> tuple[int, int]:
+    """(weight elements the decoder layers multiply per step, elements of the output projection): routed experts
+    no token of the step picked are left out."""
+    params = M._breakdown_or_guess(spec)
+    fused = max(params.routed_experts - params.routed_experts_linear, 0)
+    layers = params.linear + fused
+    unread = int(params.routed_experts * (1 - experts_read_fraction(spec, tokens)))
+    head = params.lm_head or params.embedding
+    return max(layers - unread, 0), head
+
+
+def _measured_step(
+    spec: ModelSpec,
+    precision: str,
+    dev: Device,
+    *,
+    share: float,
+    head: bool,
+    read_bytes: float,
+    kv_elements: float,
+    tokens: int,
+) -> tuple[float, dict] | None:
+    """Seconds of this device's part of a decode step from the probe's measured step costs, or None when the probe
+    did not time this runtime and format here. Weights cost their elements at the kernels' measured rate, never
+    less than streaming their bytes at the measured bandwidth; plus the step's constant (on the head's device),
+    each layer's constant and attention over the cache."""
+    prec = P.get(precision, spec)
+    layers = spec.num_layers or 1
+    layer_elements, head_elements = matmul_elements(spec, tokens=tokens)
+    groups: list[tuple[StepCosts, float, float]] = []  # (costs, elements, factor)
+    if prec.runtime == "transformers":
+        key, factor = _transformers_key(prec, precision)
+        costs = measured_costs(dev, "transformers", key)
+        if costs is None:
+            return None
+        groups.append((costs, layer_elements * share + (head_elements if head else 0), factor))
+    elif prec.runtime == "llama.cpp":
+        by_type, (head_type, _n) = M.gguf_matmul_types(spec, precision)
+        total = sum(by_type.values()) or 1
+        scale = layer_elements / total
+        for type_name, n in by_type.items():
+            costs, factor = _llama_rate(dev, type_name)
+            if costs is None:
+                return None
+            groups.append((costs, n * scale * share, factor))
+        if head:
+            costs, factor = _llama_rate(dev, head_type)
+            if costs is None:
+                return None
+            groups.append((costs, head_elements, factor))
+    else:
+        return None
+    main = groups[0][0]
+    compute = sum(n * tokens / (c.elements_per_s * f) for c, n, f in groups if c.elements_per_s > 0)
+    llc = float((dev.details or {}).get("llc_bytes") or 0)
+    bw = float(dev.bandwidth_gbps or 0.0) * GB
+    stream = read_bytes / bw if bw > 0 and read_bytes > llc else 0.0
+    constant = main.per_token_s if head else 0.0
+    t = max(compute, stream) + constant + main.per_layer_s * layers * share + main.context_s_per_element * kv_elements
+    return t, {
+        "compute_s": compute,
+        "stream_s": stream,
+        "constant_s": constant,
+        "layers_s": main.per_layer_s * layers * share,
+        "context_s": main.context_s_per_element * kv_elements,
+        "measured_costs": True,
+    }
+
+
 def _device_bandwidth(dev: Device, precision: str) -> float:
     """Measured bandwidth for the dtype decode streams (the probe measures bf16 separately on CPU)."""
     by_dtype = dev.details.get("bandwidth_gbps_by_dtype") if dev.details else None
@@ -381,7 +491,7 @@ def decode_seconds(
     layer_bytes = (parts["layers"] + parts["kv_cache"]) / layers
     devices = {d.label: d for d in hw.devices}
     total_layers = sum(placement.layers.values()) or layers
-    seconds = 0.0
+    seconds = uncalibrated = 0.0
     per_device = {}
     calibrated = True
     for label, n in placement.layers.items():
@@ -397,40 +507,52 @@ def decode_seconds(
             gpu = next(d for d in hw.devices if d.kind != "cpu")
             pcie = float(gpu.details.get("pcie_gbps") or PCIE_GBPS_DEFAULT) if gpu.details else PCIE_GBPS_DEFAULT
             t = read / (pcie * GB)
-            fixed, cal_f = calibration.fixed(prec.runtime, gpu.kind)
+            fixed, _ = calibration.fixed(prec.runtime, gpu.kind)
             t += fixed * n
             per_device[label] = {"bytes": int(read), "via": "PCIe to GPU", "gbps": pcie, "seconds": t}
             seconds += t
-            calibrated &= cal_f
+            uncalibrated += t
+            calibrated = False
             continue
-        eff, cal_e = calibration.eff(prec.runtime, prec.kind, compute_kind, precision)
-        bw = _device_bandwidth(dev, precision)
-        fixed, _ = calibration.fixed(prec.runtime, compute_kind)
-        per_element, _ = calibration.context(prec.runtime, precision, compute_kind)
         kv_elements = parts["kv_cache"] / M.cache_dtype_bytes(precision, llama) * n / total_layers
-        t = read / (bw * eff * GB) if bw > 0 else math.inf
         tokens = batch * tokens_in_pass
-        if tokens > 1:
-            # Several tokens per pass (a batch, or verifying draft tokens) share the weight reads but
-            # not the arithmetic: the pass is bound by whichever is slower.
-            peak = _matmul_tflops(dev, precision) * 1e12 * MATMUL_EFFICIENCY.get(compute_kind, 0.5)
-            flops = 2 * spec.active_params * tokens * (n / total_layers)
-            t = max(t, flops / peak if peak > 0 else 0.0)
-        t += fixed * n + kv_elements * per_element
-        per_device[label] = {
-            "bytes": int(read),
-            "bandwidth_gbps": bw,
-            "bandwidth_source": dev.bandwidth_source,
-            "efficiency": eff,
-            "fixed_s_per_layer": fixed,
-            "context_s": kv_elements * per_element,
-            "seconds": t,
-        }
+        bw = _device_bandwidth(dev, precision)
+        measured = _measured_step(
+            spec, precision, dev, share=n / total_layers, head=label == placement.head_device, read_bytes=read,
+            kv_elements=kv_elements, tokens=tokens,
+        )  # fmt: skip
+        if measured is not None:
+            t, info = measured
+            info.update(bytes=int(read), bandwidth_gbps=bw, bandwidth_source=dev.bandwidth_source)
+        else:
+            eff, _ = calibration.eff(prec.runtime, prec.kind, compute_kind, precision)
+            fixed, _ = calibration.fixed(prec.runtime, compute_kind)
+            per_element, _ = calibration.context(prec.runtime, precision, compute_kind)
+            t = read / (bw * eff * GB) if bw > 0 else math.inf
+            if tokens > 1:
+                # Several tokens per pass (a batch, or verifying draft tokens) share the weight reads but
+                # not the arithmetic: the pass is bound by whichever is slower.
+                peak = _matmul_tflops(dev, precision) * 1e12 * MATMUL_EFFICIENCY.get(compute_kind, 0.5)
+                flops = 2 * spec.active_params * tokens * (n / total_layers)
+                t = max(t, flops / peak if peak > 0 else 0.0)
+            t += fixed * n + kv_elements * per_element
+            info = {
+                "bytes": int(read),
+                "bandwidth_gbps": bw,
+                "bandwidth_source": dev.bandwidth_source,
+                "efficiency": eff,
+                "fixed_s_per_layer": fixed,
+                "context_s": kv_elements * per_element,
+            }
+        scale, cal = calibration.step_scale(prec.runtime, precision, prec.kind, compute_kind)
+        uncalibrated += t
+        t *= scale
+        info.update(seconds=t, calibration_scale=scale)
+        per_device[label] = info
         seconds += t
-        # The efficiency is fitted around the fixed cost in use (the default one until models of two
-        # shapes were measured), so a fitted efficiency alone makes this device's figure calibrated.
-        calibrated &= cal_e
-    basis = {"bytes_per_token": parts, "devices": per_device, "calibrated": calibrated}
+        calibrated &= cal
+    basis = {"bytes_per_token": parts, "devices": per_device, "calibrated": calibrated,
+             "uncalibrated_s": uncalibrated}  # fmt: skip
     return seconds, basis
 
 
@@ -443,6 +565,64 @@ def _matmul_tflops(dev: Device, precision: str) -> float:
         if by_dtype.get(key):
             return float(by_dtype[key])
     return float(dev.matmul_tflops or 0.0)
+
+
+def _measured_prefill(
+    spec: ModelSpec,
+    precision: str,
+    dev: Device,
+    *,
+    share: float,
+    head: bool,
+    prompt_tokens: int,
+    batch: int,
+    attn_flops: float,
+    read_bytes: float,
+) -> tuple[float, dict] | None:
+    """Seconds of this device's share of a prefill from the probe's measured step costs (None when it did not
+    time this runtime and format here): a constant per pass (prompts go through in passes of one micro-batch or
+    chunk), the weight elements times the tokens at the kernels' measured prefill rate, attention's arithmetic at
+    the same rate, and never less than streaming the weights once per pass."""
+    prec = P.get(precision, spec)
+    layer_elements, head_elements = matmul_elements(spec, tokens=prompt_tokens * batch)
+    groups: list[tuple[StepCosts, float, float]] = []  # the layers' matrices: (costs, elements, factor)
+    head_group: tuple[StepCosts, float, float] | None = None
+    if prec.runtime == "transformers":
+        key, factor = _transformers_key(prec, precision)
+        costs = measured_costs(dev, "transformers", key)
+        if costs is None:
+            return None
+        groups.append((costs, layer_elements * share, factor))
+        head_group = (costs, head_elements, factor)
+    elif prec.runtime == "llama.cpp":
+        by_type, (head_type, _n) = M.gguf_matmul_types(spec, precision)
+        total = sum(by_type.values()) or 1
+        for type_name, n in by_type.items():
+            costs, factor = _llama_rate(dev, type_name)
+            if costs is None:
+                return None
+            groups.append((costs, n * layer_elements / total * share, factor))
+        costs, factor = _llama_rate(dev, head_type)
+        if costs is None:
+            return None
+        head_group = (costs, head_elements, factor)
+    else:
+        return None
+    main = max(groups, key=lambda g: g[1])[0]
+    chunk = M.prefill_chunk(prompt_tokens, device_kind=dev.kind, runtime=prec.runtime)
+    passes = -(-prompt_tokens // max(chunk, 1)) * batch
+    tokens = prompt_tokens * batch
+    compute = sum(n * tokens / (c.prefill_elements_per_s * f) for c, n, f in groups if c.prefill_elements_per_s > 0)
+    if head and head_group is not None:
+        # Only the last position's logits are computed in a prompt pass (transformers' logits_to_keep=1,
+        # llama.cpp's one output): the head costs one token's worth per pass, at the decode rate.
+        c, n, f = head_group
+        compute += passes * n / (c.elements_per_s * f) if c.elements_per_s > 0 else 0.0
+    compute += attn_flops / 2 / max(main.prefill_elements_per_s, 1.0)
+    bw = float(dev.bandwidth_gbps or 0.0) * GB
+    stream = passes * read_bytes / bw if bw > 0 else 0.0
+    t = passes * main.prefill_pass_s + max(compute, stream)
+    return t, {"passes": passes, "compute_s": compute, "stream_s": stream, "measured_costs": True}
 
 
 def prefill_seconds(
@@ -473,6 +653,15 @@ def prefill_seconds(
         dev = devices.get(label) or hw.cpu or hw.devices[0]
         share = n / total_layers
         flops = flops_total * share
+        measured = _measured_prefill(
+            spec, precision, dev, share=share, head=label == placement.head_device, prompt_tokens=prompt_tokens,
+            batch=batch, attn_flops=attn * share, read_bytes=weight_read * share,
+        )  # fmt: skip
+        if measured is not None:
+            t, detail = measured
+            info[label] = {"flops": flops, "seconds": t, **detail}
+            seconds += t
+            continue
         peak = _matmul_tflops(dev, precision) * 1e12
         mm_eff = MATMUL_EFFICIENCY.get(dev.kind, 0.5) * QUANT_PREFILL_FACTOR.get(prec.kind, 1.0)
         if precision == "fp32" and dev.kind != "cpu":

@@ -75,9 +75,22 @@ def _library_key() -> str | None:
         (folder / "lib").glob("*.dll")
     )
     stamp = [f"{p.name}:{p.stat().st_size}:{int(p.stat().st_mtime)}" for p in libs]
-    from advisor.hardware import machine_fingerprint
+    return f"{folder}|{'|'.join(stamp)}|{_cpu_identity()}"
 
-    return f"{folder}|{'|'.join(stamp)}|{machine_fingerprint()}"
+
+def _cpu_identity() -> str:
+    """The CPU and the instruction sets it offers (a build that ran on one CPU may trap on another)."""
+    import hashlib
+    import platform
+
+    text = platform.machine() + platform.processor()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            if line.startswith(("model name", "flags", "Features")):
+                text += line
+                if line.startswith(("flags", "Features")):
+                    break
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _probe_path() -> Path:
@@ -118,7 +131,7 @@ def _run_probe() -> dict[str, Any]:
         model = str(embedded_gguf())
     cmd = [sys.executable, "-m", "advisor.engines.llamacpp", "probe"] + ([model] if model else [])
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=PROBE_TIMEOUT_S, env=_child_env())
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=PROBE_TIMEOUT_S, env=child_env())
     except subprocess.TimeoutExpired:
         return {"ok": False, "reason": f"the llama.cpp build check did not finish in {PROBE_TIMEOUT_S:.0f} s"}
     except OSError as exc:
@@ -129,10 +142,10 @@ def _run_probe() -> dict[str, Any]:
         except (ValueError, IndexError):
             info = {}
         return {"ok": True, "reason": "", **{k: info.get(k) for k in ("system_info", "gpu_offload", "version")}}
-    return {"ok": False, "reason": _crash_reason(proc.returncode, proc.stderr)}
+    return {"ok": False, "reason": crash_reason(proc.returncode, proc.stderr)}
 
 
-def _crash_reason(code: int, stderr: str) -> str:
+def crash_reason(code: int, stderr: str) -> str:
     import signal
 
     if code < 0:
@@ -161,7 +174,7 @@ def unavailable_reason() -> str:
     return f"llama.cpp cannot run here: {reason}. Meanwhile --runtime transformers runs the transformers options."
 
 
-def _child_env() -> dict[str, str]:
+def child_env() -> dict[str, str]:
     env = dict(os.environ)
     here = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = here + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
@@ -182,12 +195,12 @@ def quantize(source: Path, target: Path, ftype: str, *, threads: int | None = No
     cmd = [sys.executable, "-m", "advisor.engines.llamacpp", "quantize", str(source), str(target), ftype,
            str(threads or _physical_cores())]  # fmt: skip
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=QUANTIZE_TIMEOUT_S, env=_child_env())
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=QUANTIZE_TIMEOUT_S, env=child_env())
     except subprocess.TimeoutExpired:
         raise EngineError(f"Quantizing {source.name} to {ftype} took over {QUANTIZE_TIMEOUT_S:.0f} s.") from None
     if proc.returncode != 0:
         lines = [line for line in proc.stderr.splitlines() if line.strip()]
-        detail = _crash_reason(proc.returncode, proc.stderr) if proc.returncode < 0 else (lines[-1] if lines else "")
+        detail = crash_reason(proc.returncode, proc.stderr) if proc.returncode < 0 else (lines[-1] if lines else "")
         raise EngineError(f"llama.cpp could not quantize {safe(source.name)} to {ftype}: {safe(detail, 200)}")
 
 
@@ -544,19 +557,29 @@ def _child_probe(args: list[str]) -> int:
     return 0
 
 
-def _child_quantize(args: list[str]) -> int:
+def quantize_here(source: Path, target: Path, ftype: str, *, threads: int | None = None, pure: bool = False) -> None:
+    """llama.cpp's quantizer in this process (a child's: see `quantize`); `pure` gives every tensor the file
+    type's default type (llama-quantize --pure). EngineError when it fails."""
     import llama_cpp
 
-    source, target, ftype, threads = args[0], args[1], args[2], int(args[3])
     _install_log_callback()
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = FILE_TYPES[ftype]
-    params.nthread = threads
+    params.nthread = threads or _physical_cores()
     params.allow_requantize = True
-    code = llama_cpp.llama_model_quantize(source.encode(), target.encode(), ctypes.byref(params))
+    params.pure = pure
+    code = llama_cpp.llama_model_quantize(str(source).encode(), str(target).encode(), ctypes.byref(params))
     if code != 0:
         errors = [line.strip() for line in _take_log() if "error" in line.lower() or "failed" in line.lower()]
-        print(errors[-1] if errors else f"llama_model_quantize returned {code}", file=sys.stderr)
+        raise EngineError(errors[-1] if errors else f"llama_model_quantize returned {code}")
+
+
+def _child_quantize(args: list[str]) -> int:
+    source, target, ftype, threads = args[0], args[1], args[2], int(args[3])
+    try:
+        quantize_here(Path(source), Path(target), ftype, threads=threads)
+    except EngineError as exc:
+        print(str(exc), file=sys.stderr)
         return 1
     return 0
 

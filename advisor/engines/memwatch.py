@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -129,8 +130,6 @@ class PeakMemory:
             torch = sys.modules.get("torch")
             if torch is not None and torch.cuda.is_available():
                 torch.cuda.reset_peak_memory_stats()
-            from advisor.hardware import nvml_process_memory
-
             self._nvml = nvml_process_memory(os.getpid())
         except Exception:
             self._nvml = None
@@ -184,3 +183,56 @@ def mapped_bytes(pointers: Iterator[tuple[int, int]]) -> int:
         if i >= 0 and ptr < ranges[i][1]:
             total += size
     return total
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# NVML: one process's memory per GPU
+
+
+def _nvml_call(fn, *args, default=None):
+    try:
+        return fn(*args)
+    except Exception:  # (NVMLError_NotSupported, FunctionNotFound, ...)
+        return default
+
+
+class NvmlProcessMemory:
+    """GPU memory one process holds on each NVIDIA GPU, as NVML counts it (what nvidia-smi shows:
+    the CUDA context and every allocator's pool included). Serves bench's GPU peak; `read()` never
+    raises and leaves out GPUs where NVML does not tell (MIG, other PID namespaces)."""
+
+    def __init__(self, pid: int):
+        import pynvml
+
+        self._nvml = pynvml
+        self.pid = pid
+        pynvml.nvmlInit()
+        try:
+            self._handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
+        except Exception:
+            pynvml.nvmlShutdown()
+            raise
+
+    def read(self) -> dict[int, int]:
+        used: dict[int, int] = {}
+        for index, handle in enumerate(self._handles):
+            for getter in ("nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetGraphicsRunningProcesses"):
+                fn = getattr(self._nvml, getter, None)
+                for proc in (_nvml_call(fn, handle, default=None) if fn else None) or ():
+                    nbytes = getattr(proc, "usedGpuMemory", None)
+                    if getattr(proc, "pid", None) == self.pid and isinstance(nbytes, int) and nbytes > 0:
+                        used[index] = max(used.get(index, 0), nbytes)
+        return used
+
+    def close(self) -> None:
+        _nvml_call(self._nvml.nvmlShutdown)
+
+
+def nvml_process_memory(pid: int) -> NvmlProcessMemory | None:
+    """A reader of `pid`'s memory on each NVIDIA GPU, or None where NVML cannot be used."""
+    if sys.platform == "darwin":
+        return None
+    try:
+        return NvmlProcessMemory(pid)
+    except Exception:  # not installed, no driver, no permission
+        return None

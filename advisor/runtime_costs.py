@@ -1,0 +1,325 @@
+"""What one decode step and one prefill pass cost on this machine, per runtime and weight format, measured.
+
+A decode step costs a constant (sampling, the generation loop), a constant per layer (kernel dispatch, norms,
+rotary, Python), reading the weights (per weight element at the rate the runtime's kernels reach, and never
+faster than the memory bandwidth allows), and attention over the cache (per cached element). A prefill pass
+costs a constant, then its arithmetic. One model cannot separate these, so the probe times three small ones,
+built here with random weights (speed does not depend on weight values for these kernels):
+
+    tiny2  2 layers, hidden 64   -> the per-token constant        (weights negligible)
+    tiny8  8 layers, hidden 64   -> the per-layer constant        (slope over layers)
+    wide8  8 layers, hidden 512  -> the weight rate, attention and prefill (what the constants leave)
+
+transformers models are built with transformers' own Llama in each dtype and run by advisor's transformers
+engine; llama.cpp models are written as GGUF files (gguf-py's quantizers, and llama.cpp's own for the K-quants)
+and run by advisor's llama.cpp engine in a child process (native code never runs in the probing process).
+The figures go into the hardware profile (`details["runtime_costs"]`), measured once and cached with it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from advisor.spec import StepCosts
+
+# (layers, hidden, intermediate) of the probe models; heads of 64 dimensions, a quarter of them KV heads.
+SHAPES = {"tiny2": (2, 64, 128), "tiny8": (8, 64, 128), "wide8": (8, 512, 1536)}
+VOCAB = 256
+DECODE_TOKENS = 16
+DEPTH_SHORT, DEPTH_LONG = 8, 384
+PREFILL_SHORT, PREFILL_LONG = 16, 128
+REPEATS = 3
+TRANSFORMERS_DTYPES = ("fp32", "bf16", "fp16")
+# llama.cpp tensor types timed: those gguf-py writes directly, and two K-quants made by llama.cpp's quantizer
+# (Q4_K is repacked on x86 like Q4_0; Q6_K runs the generic K-quant dot product).
+LLAMA_TYPES = ("F16", "Q8_0", "Q4_0", "Q4_1", "Q4_K", "Q6_K")
+LLAMA_DIRECT = ("F32", "F16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1")
+
+
+def heads_of(hidden: int) -> tuple[int, int, int]:
+    """(attention heads, KV heads, head dim) of a probe model."""
+    heads = max(hidden // 64, 1)
+    return heads, max(heads // 4, 1), hidden // heads
+
+
+def matmul_elements(layers: int, hidden: int, inter: int, vocab: int = VOCAB) -> int:
+    """Weight elements one decode step multiplies: q/k/v/o, gate/up/down per layer, and the (tied) head."""
+    _heads, kv, hd = heads_of(hidden)
+    per_layer = 2 * hidden * hidden + 2 * hidden * kv * hd + 3 * hidden * inter
+    return layers * per_layer + vocab * hidden
+
+
+def kv_elements(layers: int, hidden: int, depth: int) -> int:
+    _heads, kv, hd = heads_of(hidden)
+    return 2 * layers * kv * hd * depth
+
+
+def fit(samples: dict[str, dict[str, float]]) -> StepCosts:
+    """StepCosts from per-shape timings: {shape: {"decode_s", "decode_long_s", "prefill_short_s",
+    "prefill_long_s"}} (seconds per decode step at the short and long depth, seconds of the two prefills)."""
+    l2 = SHAPES["tiny2"][0]
+    l8 = SHAPES["tiny8"][0]
+    lw, hw, iw = SHAPES["wide8"]
+    t2, t8, tw = samples["tiny2"]["decode_s"], samples["tiny8"]["decode_s"], samples["wide8"]["decode_s"]
+    per_layer = max((t8 - t2) / (l8 - l2), 0.0)
+    per_token = max(t2 - l2 * per_layer, 0.0)
+    weights_s = tw - per_token - lw * per_layer
+    elements = matmul_elements(lw, hw, iw)  # (the tiny models' weights are noise next to these)
+    rate = elements / weights_s if weights_s > 0 else elements / max(tw, 1e-9)
+    long = samples["wide8"]["decode_long_s"]
+    extra = kv_elements(lw, hw, DEPTH_LONG) - kv_elements(lw, hw, DEPTH_SHORT)
+    context = max((long - tw) / extra, 0.0) if extra else 0.0
+    p_short, p_long = samples["wide8"]["prefill_short_s"], samples["wide8"]["prefill_long_s"]
+    per_token_prefill = (p_long - p_short) / (PREFILL_LONG - PREFILL_SHORT)
+    if per_token_prefill <= 0:  # a disturbed pair: the long prefill's own rate is the better figure
+        per_token_prefill = p_long / PREFILL_LONG
+    pass_s = max(p_short - PREFILL_SHORT * per_token_prefill, 0.0)
+    prefill_rate = matmul_elements(lw, hw, iw) / per_token_prefill
+    return StepCosts(per_token, per_layer, rate, context, pass_s, prefill_rate)
+
+
+def rounded(costs: StepCosts) -> dict[str, float]:
+    """StepCosts as JSON, to six significant digits."""
+    return {k: float(f"{v:.6g}") for k, v in costs.to_json().items()}
+
+
+def _time_engine(engine, *, full: bool) -> dict[str, float]:
+    """Seconds per decode step after a warm-up; with `full`, also at the long depth and the two prefills (only the
+    wide model needs those). Each figure is the fastest of its repeats: other work on the machine only ever adds
+    time, so the minimum is the closest to what the step itself costs."""
+    short = [5] * DEPTH_SHORT
+    engine.generate(short, max_new_tokens=4, exact_length=True)
+
+    def step(prompt: list[int], repeats: int = REPEATS) -> float:
+        gens = [engine.generate(prompt, max_new_tokens=DECODE_TOKENS, exact_length=True) for _ in range(repeats)]
+        return 1.0 / max(g.decode_tok_s for g in gens)
+
+    def prefill(n: int) -> float:
+        prompt = [5] * n
+        engine.generate(prompt, max_new_tokens=1, exact_length=True)
+        return min(engine.generate(prompt, max_new_tokens=1, exact_length=True).ttft_s for _ in range(REPEATS))
+
+    out = {"decode_s": step(short)}
+    if full:
+        out.update(decode_long_s=step([5] * DEPTH_LONG, 2), prefill_short_s=prefill(PREFILL_SHORT),
+                   prefill_long_s=prefill(PREFILL_LONG))  # fmt: skip
+    return out
+
+
+def plausible(costs: StepCosts) -> bool:
+    """Whether a fit describes a machine rather than a disturbed measurement: every figure finite, rates between a
+    slow phone and the fastest GPU, constants under a tenth of a second."""
+    import math
+
+    values = costs.to_json().values()
+    return (
+        all(math.isfinite(v) and v >= 0 for v in values)
+        and 1e7 < costs.elements_per_s < 1e14
+        and 1e8 < costs.prefill_elements_per_s < 1e16
+        and costs.per_token_s < 0.1
+        and costs.per_layer_s < 0.01
+        and costs.context_s_per_element < 1e-6
+        and costs.prefill_pass_s < 0.5
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# transformers
+
+
+class _NoTokenizer:
+    """What the transformers engine asks of a tokenizer when it times token ids alone."""
+
+    pad_token_id = 0
+    chat_template = None
+
+    def decode(self, ids, skip_special_tokens: bool = True) -> str:
+        return ""
+
+
+def measure_transformers(dtypes: tuple[str, ...] = TRANSFORMERS_DTYPES, device: str = "cpu") -> dict[str, Any]:
+    """{dtype: StepCosts json} for transformers on `device` (torch is imported by the caller's probe)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from advisor.engines.base import Artifact, LoadOptions
+    from advisor.engines.transformers import TransformersEngine
+    from advisor.hf import quiet
+
+    torch_dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+    out: dict[str, Any] = {}
+    for dtype in dtypes:
+        samples = {}
+        for name, (layers, hidden, inter) in SHAPES.items():
+            heads, kv, _hd = heads_of(hidden)
+            config = LlamaConfig(vocab_size=VOCAB, hidden_size=hidden, intermediate_size=inter,
+                                 num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv,
+                                 max_position_embeddings=4096, tie_word_embeddings=True, bos_token_id=0,
+                                 eos_token_id=None, pad_token_id=0)  # fmt: skip
+            torch.manual_seed(0)
+            with quiet():
+                model = LlamaForCausalLM(config).to(torch_dtypes[dtype]).to(device).eval()
+            engine = TransformersEngine(
+                model, _NoTokenizer(), artifact=Artifact("probe", Path("."), "transformers", "probe"),
+                options=LoadOptions(dtype), load_seconds=0.0,
+            )  # fmt: skip
+            samples[name] = _time_engine(engine, full=name == "wide8")
+            engine.close()
+        costs = fit(samples)
+        if plausible(costs):
+            out[dtype] = rounded(costs)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# llama.cpp (the child process side)
+
+
+def _byte_tokens() -> list[str]:
+    """GPT-2's byte-to-unicode table: a 256-token byte-level BPE vocabulary llama.cpp accepts."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return [chr(c) for c in cs]
+
+
+def write_probe_gguf(path: Path, layers: int, hidden: int, inter: int, tensor_type: str, seed: int = 0) -> Path:
+    """A Llama of random weights in one GGUF tensor type (gguf-py's own quantizers), with a byte vocabulary."""
+    import numpy as np
+    from gguf import GGMLQuantizationType, GGUFWriter
+    from gguf.quants import quantize
+
+    heads, kv, hd = heads_of(hidden)
+    writer = GGUFWriter(str(path), arch="llama")
+    writer.add_name("advisor-probe")
+    writer.add_block_count(layers)
+    writer.add_context_length(4096)
+    writer.add_embedding_length(hidden)
+    writer.add_feed_forward_length(inter)
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(kv)
+    writer.add_rope_dimension_count(hd)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_vocab_size(VOCAB)
+    writer.add_file_type(0)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("default")
+    writer.add_token_list([*_byte_tokens()[: VOCAB - 1], "ĠĠ"])
+    writer.add_token_types([1] * VOCAB)
+    writer.add_token_merges(["Ġ Ġ"])  # llama.cpp's BPE loader wants at least one merge
+    writer.add_bos_token_id(0)
+    writer.add_eos_token_id(1)
+    rng = np.random.default_rng(seed)
+
+    def add(name: str, rows: int, cols: int) -> None:
+        data = (rng.standard_normal((rows, cols)) * 0.02).astype(np.float32)
+        if tensor_type == "F32":
+            writer.add_tensor(name, data)
+        elif tensor_type == "F16":
+            writer.add_tensor(name, data.astype(np.float16))
+        else:
+            qtype = getattr(GGMLQuantizationType, tensor_type)
+            packed = quantize(data, qtype)
+            writer.add_tensor(name, packed, raw_shape=packed.shape, raw_dtype=qtype)
+
+    add("token_embd.weight", VOCAB, hidden)
+    writer.add_tensor("output_norm.weight", np.ones(hidden, np.float32))
+    for i in range(layers):
+        writer.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(hidden, np.float32))
+        add(f"blk.{i}.attn_q.weight", hidden, hidden)
+        add(f"blk.{i}.attn_k.weight", kv * hd, hidden)
+        add(f"blk.{i}.attn_v.weight", kv * hd, hidden)
+        add(f"blk.{i}.attn_output.weight", hidden, hidden)
+        writer.add_tensor(f"blk.{i}.ffn_norm.weight", np.ones(hidden, np.float32))
+        add(f"blk.{i}.ffn_gate.weight", inter, hidden)
+        add(f"blk.{i}.ffn_up.weight", inter, hidden)
+        add(f"blk.{i}.ffn_down.weight", hidden, inter)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def measure_llamacpp_here(workdir: Path, types: tuple[str, ...] = LLAMA_TYPES) -> dict[str, Any]:
+    """{tensor type: StepCosts json} for llama.cpp on the CPU. Runs in a child process (see
+    `measure_llamacpp`): it loads native code."""
+    from advisor.engines.base import Artifact, LoadOptions
+    from advisor.engines.llamacpp import LlamaCppEngine, quantize_here
+
+    def timed(path: Path, full: bool) -> dict[str, float]:
+        engine = LlamaCppEngine.load(Artifact("probe", path, "llama.cpp", "probe"),
+                                     LoadOptions("gguf-file", context=1024, gpu_layers=0))  # fmt: skip
+        try:
+            return _time_engine(engine, full=full)
+        finally:
+            engine.close()
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    constants = {name: timed(write_probe_gguf(workdir / f"{name}.gguf", *SHAPES[name], "F32"), False)
+                 for name in ("tiny2", "tiny8")}  # fmt: skip
+    out: dict[str, Any] = {}
+    f16 = None
+    for tensor_type in types:
+        path = workdir / f"wide8-{tensor_type}.gguf"
+        if tensor_type in LLAMA_DIRECT:
+            write_probe_gguf(path, *SHAPES["wide8"], tensor_type)
+            if tensor_type == "F16":
+                f16 = path
+        else:
+            if f16 is None:
+                f16 = write_probe_gguf(workdir / "wide8-F16.gguf", *SHAPES["wide8"], "F16")
+            quantize_here(f16, path, _FTYPE_FOR[tensor_type], pure=True)
+        samples = {**constants, "wide8": timed(path, True)}
+        costs = fit(samples)
+        if plausible(costs):
+            out[tensor_type] = rounded(costs)
+    return out
+
+
+# The llama.cpp file type that, quantized "pure", gives every probe tensor the type (rows of 512 and 1536 divide
+# the 256-weight K-quant super-block).
+_FTYPE_FOR = {"Q4_K": "Q4_K_S", "Q6_K": "Q6_K", "Q5_K": "Q5_K_S", "Q3_K": "Q3_K_S", "Q2_K": "Q2_K"}
+
+
+COSTS_TIMEOUT_S = 300.0
+
+
+def measure_llamacpp(workdir: Path) -> tuple[dict[str, Any], str | None]:
+    """llama.cpp's step costs per tensor type on this CPU ({type: StepCosts json}), timed in a child process on
+    probe models written into `workdir`; ({}, why) when llama.cpp cannot run here or the child fails."""
+    import json
+    import subprocess
+    import sys
+
+    from advisor.engines import llamacpp
+
+    if not llamacpp.usable():
+        return {}, llamacpp.unavailable_reason()
+    cmd = [sys.executable, "-m", "advisor.runtime_costs", "llama.cpp", str(workdir)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=COSTS_TIMEOUT_S, env=llamacpp.child_env())
+    except subprocess.TimeoutExpired:
+        return {}, f"the llama.cpp timing took over {COSTS_TIMEOUT_S:.0f} s"
+    if proc.returncode != 0:
+        return {}, llamacpp.crash_reason(proc.returncode, proc.stderr)
+    try:
+        return json.loads(proc.stdout.strip().splitlines()[-1]), None
+    except (ValueError, IndexError):
+        return {}, "the llama.cpp timing printed no result"
+
+
+if __name__ == "__main__":  # the child process: `python -m advisor.runtime_costs llama.cpp WORKDIR`
+    import json
+    import sys
+
+    if len(sys.argv) != 3 or sys.argv[1] != "llama.cpp":
+        print("usage: python -m advisor.runtime_costs llama.cpp WORKDIR", file=sys.stderr)
+        sys.exit(2)
+    print(json.dumps(measure_llamacpp_here(Path(sys.argv[2]))))
