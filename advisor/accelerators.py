@@ -15,22 +15,64 @@ from advisor.errors import DeviceNotFoundError
 from advisor.paths import data_dir
 from advisor.spec import Device, Hardware
 
-GB = 1e9
+GiB = 1024**3
+
+# NOTE: GPU memory is sold in binary units: an "80GB" H100 has 80 GiB of HBM (nvidia-smi: 81559 MiB), a "24GB"
+# RTX 4090 24 GiB (24564 MiB). The table's `memory_gb` is that marketed figure, read as GiB. What CUDA (and so
+# torch, vLLM, SGLang) reports as total is less: the driver keeps ~0.5-1.2 GiB, and data-centre GDDR cards with
+# ECC on (T4, A10, L4, L40S) give 1/16 to it. Logged totals: H100 80GB 79.19 GiB, A100-SXM4-40GB 39.38-39.49,
+# RTX 3090 23.57, RTX 4090 23.53, A10 22.06, T4 14.74, L40S 44.42, H200 139.81 (benchmarks/data/vllm_kv_logs.csv).
+# Where the table has no logged total: marketed x (15/16 with ECC on) less 0.85% + 0.2 GiB, which gives those
+# figures within 0.5% (H100 79.12, RTX 3090 23.60, A10 22.11, T4 14.67, L40S 44.42, H200 139.6).
+DRIVER_RESERVE_FRACTION = 0.0085
+DRIVER_RESERVE_BYTES = int(0.2 * GiB)
 
 
 @dataclass(frozen=True)
 class Accelerator:
     name: str
     vendor: str
-    memory_gb: float | None
+    memory_gb: float | None  # marketed size, binary units (GiB)
     bandwidth_gbps: float | None
     tflops_16bit: float | None  # dense bf16/fp16 tensor throughput
     source: str
     notes: str
+    compute_capability: float | None = None
+    ecc_default: str | None = None
+    cuda_total_gib: float | None = None
+    fp8: bool | None = None
+    bf16: bool | None = None
 
     @property
     def kind(self) -> str:
         return "mps" if self.vendor == "Apple" else "cuda"
+
+    @property
+    def memory_bytes(self) -> int | None:
+        """The marketed size in bytes (binary units)."""
+        return int(self.memory_gb * GiB) if self.memory_gb is not None else None
+
+    @property
+    def cuda_total_bytes(self) -> int | None:
+        """Total memory as CUDA reports it: a logged figure where the table has one, else derived (see NOTE)."""
+        if self.cuda_total_gib:
+            return int(self.cuda_total_gib * GiB)
+        return cuda_total_from_marketed(self.memory_gb, ecc=self.ecc_default == "on") if self.memory_gb else None
+
+
+def cuda_total_from_marketed(memory_gb: float, *, ecc: bool = False) -> int:
+    """What CUDA reports as total for a card sold as `memory_gb` GB (binary units)."""
+    physical = memory_gb * GiB * (15 / 16 if ecc else 1)
+    return int(physical * (1 - DRIVER_RESERVE_FRACTION) - DRIVER_RESERVE_BYTES)
+
+
+def _flag(text: str | None) -> bool | None:
+    value = (text or "").strip().lower()
+    if value in ("yes", "true", "on", "1"):
+        return True
+    if value in ("no", "false", "off", "0"):
+        return False
+    return None
 
 
 def _num(text: str) -> float | None:
@@ -56,9 +98,27 @@ def table() -> tuple[Accelerator, ...]:
                     tflops_16bit=tflops,
                     source=row["source"],
                     notes=row["notes"],
+                    compute_capability=_capability(row.get("compute_capability")),
+                    ecc_default=(row.get("ecc_default") or "").strip().lower() or None,
+                    cuda_total_gib=_num(row.get("cuda_total_gib") or ""),
+                    fp8=_flag(row.get("fp8_tensor_cores")),
+                    bf16=_flag(row.get("bf16")),
                 )
             )
     return tuple(rows)
+
+
+def _capability(text: str | None) -> float | None:
+    """NVIDIA compute capability ('8.9'); AMD gfx names and blanks give None."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*", text or "")
+    return float(match.group(1)) if match else None
+
+
+_BRAND_WORDS = frozenset({"nvidia", "geforce", "tesla", "amd", "radeon", "instinct", "intel", "apple"})
+
+
+def _bare(tokens: list[str]) -> list[str]:
+    return [t for t in tokens if t not in _BRAND_WORDS]
 
 
 def _tokens(text: str) -> list[str]:
@@ -74,6 +134,10 @@ def lookup(name: str) -> Accelerator:
     exact = [a for a in rows if _tokens(a.name) == wanted]
     if exact:
         return exact[0]
+    # 'RTX 4070' names 'GeForce RTX 4070', not its Ti or Laptop siblings: compare without brand words.
+    bare = [a for a in rows if _bare(_tokens(a.name)) == _bare(wanted)]
+    if len(bare) == 1:
+        return bare[0]
     matches = [a for a in rows if all(t in _tokens(a.name) for t in wanted)]
     if len(matches) == 1:
         return matches[0]
@@ -114,18 +178,27 @@ def hardware_from_flags(
         if memory is None:
             raise DeviceNotFoundError(f"The table has no memory size for '{acc.name}': add --memory-gb.")
         bandwidth = bandwidth_gbps if bandwidth_gbps is not None else acc.bandwidth_gbps
+        if acc.kind == "mps":  # unified memory: the whole (binary) size; the runtime decides the GPU's share
+            usable = int(memory * GiB)
+        elif memory_gb is None:
+            usable = acc.cuda_total_bytes or int(memory * GiB)
+        else:
+            usable = cuda_total_from_marketed(memory, ecc=acc.ecc_default == "on")
+        details = {"source": acc.source, "notes": acc.notes, "marketed_bytes": int(memory * GiB)}
+        if acc.compute_capability:
+            details["compute_capability"] = f"{acc.compute_capability:g}"
         devices = tuple(
             Device(
                 kind=acc.kind,
                 name=acc.name,
-                memory_bytes=int(memory * GB),
+                memory_bytes=usable,
                 bandwidth_gbps=bandwidth,
                 bandwidth_source="user" if bandwidth_gbps is not None else "table",
                 matmul_tflops=acc.tflops_16bit,
                 matmul_source="table" if acc.tflops_16bit else "unknown",
                 index=i,
                 theoretical_bandwidth_gbps=acc.bandwidth_gbps,
-                details={"source": acc.source, "notes": acc.notes},
+                details=dict(details),
             )
             for i in range(count)
         )
@@ -136,14 +209,14 @@ def hardware_from_flags(
     if memory_gb is None and bandwidth_gbps is None:
         raise ValueError("hardware_from_flags needs a device or a figure")
     cpu = base.cpu if base is not None else None
-    memory = memory_gb if memory_gb is not None else (cpu.memory_bytes / GB if cpu else None)
+    memory = memory_gb if memory_gb is not None else (cpu.memory_bytes / GiB if cpu else None)
     if memory is None:
         raise DeviceNotFoundError("--bandwidth-gbps alone needs this machine's memory: add --memory-gb.")
     bandwidth = bandwidth_gbps if bandwidth_gbps is not None else (cpu.bandwidth_gbps if cpu else None)
     dev = Device(
         kind="cpu",
         name="hypothetical machine (flags)",
-        memory_bytes=int(memory * GB),
+        memory_bytes=int(memory * GiB),
         bandwidth_gbps=bandwidth,
         bandwidth_source="user" if bandwidth_gbps is not None else (cpu.bandwidth_source if cpu else "unknown"),
         matmul_tflops=cpu.matmul_tflops if cpu else None,

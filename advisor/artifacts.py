@@ -213,9 +213,7 @@ def local_folder(path: Path, *, model_id: str, allow_pickle: bool = False) -> Pa
             "default: convert them to safetensors, or pass --allow-pickle if you trust the files."
         )
     if not (path / "config.json").is_file():
-        raise ModelNotFoundError(
-            f"Folder '{safe(model_id)}' has no config.json: point at a transformers model folder."
-        )
+        raise ModelNotFoundError(f"Folder '{safe(model_id)}' has no config.json: point at a transformers model folder.")
     return path
 
 
@@ -288,9 +286,14 @@ def fetch(
     if runtime == "llama.cpp":
         return _fetch_gguf(model, spec, precision=precision, revision=revision)
     path = Path(model).expanduser() if model is not None else None
-    is_gguf = model is None or model.lower().endswith(".gguf") or ((
-        spec.quantization or ""
-    ).startswith("gguf") and not (path is not None and path.is_dir() and (path / "config.json").is_file()))
+    is_gguf = (
+        model is None
+        or model.lower().endswith(".gguf")
+        or (
+            (spec.quantization or "").startswith("gguf")
+            and not (path is not None and path.is_dir() and (path / "config.json").is_file())
+        )
+    )
     if is_gguf:
         gguf, origin = _source_gguf(model, spec, revision=revision)
         return Artifact(model_id, convert_gguf(gguf), runtime, "embedded" if origin == "embedded" else "converted")

@@ -195,7 +195,8 @@ def decode_run(
         measured_tok_s=measured_tok_s,
         estimated_tok_s=1 / step_s if step_s else None,
         measured={
-            **measured, "kv_elements": basis["bytes_per_token"]["kv_cache"] / M.cache_dtype_bytes(precision, llama)
+            **measured,
+            "kv_elements": basis["bytes_per_token"]["kv_cache"] / M.cache_dtype_bytes(precision, llama),
         },
         estimated={"basis": basis},
     )

@@ -286,9 +286,7 @@ def clear(*, path: Path | None = None) -> int:
     return int(n)
 
 
-def why_not_recorded(
-    hw: Hardware, *, placement: str, cpu_contention: float | None, record: bool = True
-) -> str | None:
+def why_not_recorded(hw: Hardware, *, placement: str, cpu_contention: float | None, record: bool = True) -> str | None:
     """The one rule bench and chat share for storing a measured run: None to record it, else the reason not to.
     Runs are stored under the placement that was loaded (never the plan), on a profile measured here, and only
     when other processes left the CPU alone while a placement that computes there was timed."""

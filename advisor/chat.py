@@ -79,7 +79,7 @@ def load_messages(path: str | Path) -> list[dict[str, str]]:
     for i, item in enumerate(data):
         if not isinstance(item, dict) or not isinstance(item.get("content"), str) or item.get("role") not in ROLES:
             raise UsageError(
-                f"Messages file '{path}': item {i} is not a {{\"role\": system|user|assistant, \"content\": text}} "
+                f'Messages file \'{path}\': item {i} is not a {{"role": system|user|assistant, "content": text}} '
                 "message."
             )
         messages.append({"role": item["role"], "content": item["content"]})
@@ -263,8 +263,14 @@ class Estimates:
         from advisor.costmodel import speed as S
 
         return S.estimate_speed(
-            self.spec, self.precision, self.hw, self.placement, context=prompt_tokens + new_tokens,
-            prompt_tokens=max(prompt_tokens, 1), depth=prompt_tokens + new_tokens // 2, calibration=self.calibration,
+            self.spec,
+            self.precision,
+            self.hw,
+            self.placement,
+            context=prompt_tokens + new_tokens,
+            prompt_tokens=max(prompt_tokens, 1),
+            depth=prompt_tokens + new_tokens // 2,
+            calibration=self.calibration,
         )
 
     def why_not_recorded(self, turn: Turn) -> str | None:
@@ -291,10 +297,20 @@ class Estimates:
             self.spec, self.precision, self.hw, self.placement, depth=depth, calibration=self.calibration
         )
         run = decode_run(
-            self.spec, self.precision, self.hw, self.placement, step_s=step_s, basis=basis,
+            self.spec,
+            self.precision,
+            self.hw,
+            self.placement,
+            step_s=step_s,
+            basis=basis,
             measured_tok_s=turn.decode_tok_s,
-            measured={"source": "chat", "depth": turn.prompt_tokens, "new_tokens": turn.new_tokens,
-                      "ttft_s": turn.ttft_s, "speeds": [turn.decode_tok_s]},
+            measured={
+                "source": "chat",
+                "depth": turn.prompt_tokens,
+                "new_tokens": turn.new_tokens,
+                "ttft_s": turn.ttft_s,
+                "speeds": [turn.decode_tok_s],
+            },
         )
         run_id = C.record(run)
         self.recorded.append(run_id)
@@ -454,8 +470,11 @@ class ChatSession:
         try:
             _, cap = self._fit()
             turn = self.engine.generate(
-                self.messages, max_new_tokens=cap, temperature=self.settings.temperature,
-                top_p=self.settings.top_p, on_text=on_text,
+                self.messages,
+                max_new_tokens=cap,
+                temperature=self.settings.temperature,
+                top_p=self.settings.top_p,
+                on_text=on_text,
             )
         except BaseException:
             if wrote:
@@ -644,8 +663,7 @@ def start(
     plan_context = max_context or min(CHAT_CONTEXT, spec.max_context or CHAT_CONTEXT)
     if spec.max_context and plan_context > spec.max_context:
         raise UsageError(
-            f"--max-context {plan_context:,} is more than '{spec.id}' was trained for ({spec.max_context:,}): "
-            "lower it."
+            f"--max-context {plan_context:,} is more than '{spec.id}' was trained for ({spec.max_context:,}): lower it."
         )
     if assistant and runtime == "llama.cpp":
         raise UsageError("Assisted generation runs in transformers: drop --assistant or pass --runtime transformers.")

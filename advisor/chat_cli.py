@@ -21,7 +21,10 @@ from advisor.cli import (
 @click.argument("model", required=False)
 @click.option("--message", "-m", default=None, help="Ask this one question, print the answer and exit.")
 @click.option(
-    "--messages", "messages_file", default=None, metavar="FILE",
+    "--messages",
+    "messages_file",
+    default=None,
+    metavar="FILE",
     help="Continue the conversation in FILE (a JSON list of {role, content} messages).",
 )
 @click.option("--system", default=None, help="The system message, e.g. 'You are a sassy, wise-cracking robot ...'.")
@@ -32,25 +35,60 @@ from advisor.cli import (
 @gpu_layers_option
 @click.option("--max-memory", default=None, help="Per-device limits for device_map=auto, e.g. '0=20GiB,cpu=60GiB'.")
 @click.option(
-    "--max-context", type=click.IntRange(16, 10_000_000), default=None,
+    "--max-context",
+    type=click.IntRange(16, 10_000_000),
+    default=None,
     help="Tokens the conversation may hold; older turns are dropped beyond it. Default: what fits here.",
 )
-@click.option("--max-new-tokens", type=click.IntRange(1, 1_000_000), default=256, show_default=True,
-              help="Longest answer, in tokens.")
-@click.option("--temperature", type=FiniteFloat(0, 100), default=0.7, show_default=True,
-              help="Sampling temperature; 0 picks the likeliest token (greedy).")
-@click.option("--top-p", type=FiniteFloat(0, 1, min_open=True), default=0.9, show_default=True,
-              help="Nucleus sampling: sample from the likeliest tokens holding this probability.")
+@click.option(
+    "--max-new-tokens",
+    type=click.IntRange(1, 1_000_000),
+    default=256,
+    show_default=True,
+    help="Longest answer, in tokens.",
+)
+@click.option(
+    "--temperature",
+    type=FiniteFloat(0, 100),
+    default=0.7,
+    show_default=True,
+    help="Sampling temperature; 0 picks the likeliest token (greedy).",
+)
+@click.option(
+    "--top-p",
+    type=FiniteFloat(0, 1, min_open=True),
+    default=0.9,
+    show_default=True,
+    help="Nucleus sampling: sample from the likeliest tokens holding this probability.",
+)
 @click.option("--seed", type=int, default=None, help="Seed the sampler, so answers repeat.")
 @click.option("--assistant", default=None, help="A small draft model of the same family for assisted generation.")
 @click.option("--no-record", is_flag=True, help="Do not offer answers' speed to the calibration store.")
 @click.option("--allow-pickle", is_flag=True, help="Allow loading pickled (*.bin) weights from a trusted source.")
 @revision_option
 @trust_option
-def chat(model, message, messages_file, system, interactive, precision, runtime, device_map, gpu_layers, max_memory,
-         max_context,
-         max_new_tokens, temperature, top_p, seed, assistant, no_record, allow_pickle, revision,
-         trust_remote_code) -> None:
+def chat(
+    model,
+    message,
+    messages_file,
+    system,
+    interactive,
+    precision,
+    runtime,
+    device_map,
+    gpu_layers,
+    max_memory,
+    max_context,
+    max_new_tokens,
+    temperature,
+    top_p,
+    seed,
+    assistant,
+    no_record,
+    allow_pickle,
+    revision,
+    trust_remote_code,
+) -> None:
     """Chat with MODEL (default: the embedded SmolLM2-135M-Instruct) in the configuration advisor recommends.
 
     Answers stream to stdout; what was loaded, the speed of each answer beside advisor's estimate, and
@@ -78,15 +116,27 @@ def chat(model, message, messages_file, system, interactive, precision, runtime,
         memory = _parse_max_memory(max_memory)
 
     started = C.start(
-        model, hw=hardware.load_or_probe(), precision=precision, runtime=runtime, device_map=device_map,
-        gpu_layers=gpu_layers, max_memory=memory,
-        max_context=max_context, assistant=assistant, record=not no_record, seed=seed, revision=revision,
-        trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
+        model,
+        hw=hardware.load_or_probe(),
+        precision=precision,
+        runtime=runtime,
+        device_map=device_map,
+        gpu_layers=gpu_layers,
+        max_memory=memory,
+        max_context=max_context,
+        assistant=assistant,
+        record=not no_record,
+        seed=seed,
+        revision=revision,
+        trust_remote_code=trust_remote_code,
+        allow_pickle=allow_pickle,
     )
-    settings = C.Settings(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                          max_context=started.max_context)
-    session = C.ChatSession(started.engine, settings, out=out, err=err, estimates=started.estimates,
-                            messages=messages, system=system)
+    settings = C.Settings(
+        max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, max_context=started.max_context
+    )
+    session = C.ChatSession(
+        started.engine, settings, out=out, err=err, estimates=started.estimates, messages=messages, system=system
+    )
     for line in started.lines:
         session.notice(line)
     if oneshot:

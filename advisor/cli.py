@@ -88,7 +88,17 @@ def cli() -> None:
     """Will this chat model fit, in which precision, how fast will it answer, and is the estimate right?"""
 
 
-def _hardware(device, memory_gb, bandwidth_gbps, refresh: bool = False):
+fit_option = click.option(
+    "--fit",
+    "fit",
+    type=click.Choice(["free", "total"]),
+    default="free",
+    show_default=True,
+    help="Fit against the memory free now (GPU: NVML, RAM: available) or each device's total.",
+)
+
+
+def _hardware(device, memory_gb, bandwidth_gbps, refresh: bool = False, fit: str = "free"):
     from advisor import hardware
 
     if device is not None or memory_gb is not None or bandwidth_gbps is not None:
@@ -97,8 +107,10 @@ def _hardware(device, memory_gb, bandwidth_gbps, refresh: bool = False):
         base = hardware.load_or_probe(refresh=refresh) if not device or "apple" not in device.lower() else None
         if device is not None and not device.strip():
             raise UsageError("--device is empty: name a GPU or Apple chip, e.g. --device 'RTX 4090'.")
-        return hardware_from_flags(device, memory_gb=memory_gb, bandwidth_gbps=bandwidth_gbps, base=base)
-    return hardware.load_or_probe(refresh=refresh)
+        hw = hardware_from_flags(device, memory_gb=memory_gb, bandwidth_gbps=bandwidth_gbps, base=base)
+    else:
+        hw = hardware.load_or_probe(refresh=refresh)
+    return hardware.fit_to_total(hw) if fit == "total" else hw
 
 
 def _calibration(hw):
@@ -125,7 +137,10 @@ def _calibration(hw):
     "--device", default=None, help="Price on a table device instead of this machine: 'RTX 4090', '2x H100 SXM5'."
 )
 @click.option(
-    "--memory-gb", type=FiniteFloat(0.1, 1e6), default=None, help="Memory of a hypothetical device (GB)."
+    "--memory-gb",
+    type=FiniteFloat(0.1, 1e6),
+    default=None,
+    help="Memory of a hypothetical device, as sold (GB in binary units: 24 means 24 GiB).",
 )
 @click.option("--bandwidth-gbps", type=FiniteFloat(0.1, 1e6), default=None, help="Its memory bandwidth (GB/s).")
 @click.option(
@@ -163,6 +178,7 @@ def _calibration(hw):
     "--plot", "plot_file", type=click.Path(dir_okay=False), default=None, help="Draw memory and speed curves to a PNG."
 )
 @click.option("--cached", is_flag=True, help="List models in the Hugging Face cache, each with its fit here.")
+@fit_option
 @revision_option
 @trust_option
 @json_option
@@ -184,6 +200,7 @@ def recommend(
     lookahead,
     plot_file,
     cached,
+    fit,
     revision,
     trust_remote_code,
     as_json,
@@ -194,7 +211,7 @@ def recommend(
     from advisor.sources import resolve
 
     out, err = _consoles()
-    hw = _hardware(device, memory_gb, bandwidth_gbps)
+    hw = _hardware(device, memory_gb, bandwidth_gbps, fit=fit)
     calib = _calibration(hw)
     wanted = None if not precisions or "all" in precisions else list(precisions)
     kwargs = dict(
@@ -234,13 +251,10 @@ def recommend(
             lookahead=lookahead,
         )
     if not rec.recommended:
-        from advisor.ranking import multi_gpu_plan
+        from advisor.serve import scale_out
 
-        # NOTE: with no --device, plan on the table's most common datacenter GPU, and say so.
-        target = device or "H100 SXM5"
-        extra["scale_out"] = multi_gpu_plan(spec, target, context=context, batch=batch, headroom=headroom)
-        if not device:
-            extra["scale_out"]["note"] += "; no --device given, so planned on H100 SXM5 80GB"
+        # One planner answers both: the serve-plan's vLLM plans, on --device or 8x H100 SXM5 nodes.
+        extra["scale_out"] = scale_out(spec, device, context=context, users=batch)
     if plot_file:
         from advisor.plot import plot_recommendation
 
@@ -304,7 +318,7 @@ def catalog_cmd(as_json) -> None:
 
 def _register_optional_commands() -> None:
     """bench and chat live in their own modules; each adds its command to the group."""
-    for module in ("advisor.bench_cli", "advisor.chat_cli"):
+    for module in ("advisor.bench_cli", "advisor.chat_cli", "advisor.serve_cli"):
         try:
             __import__(module)
         except ModuleNotFoundError as exc:

@@ -1485,3 +1485,10 @@ def load_or_probe(refresh: bool = False) -> Hardware:
     if warnings:
         hw = dataclasses.replace(hw, notes=tuple(hw.notes) + tuple(warnings))
     return hw
+
+
+def fit_to_total(hw: Hardware) -> Hardware:
+    """The same hardware with the free-memory figures dropped: plans then fit against each device's total
+    (`--fit total`), as if nothing else were running."""
+    devices = tuple(dataclasses.replace(d, free_bytes=None) for d in hw.devices)
+    return dataclasses.replace(hw, devices=devices)

@@ -260,13 +260,17 @@ def print_extras(extra: dict[str, Any], console: Console) -> None:
                 console.print(styled(f"note: {assisted['warning']}", "yellow"))
     scale = extra.get("scale_out")
     if scale:
-        console.print(styled(f"Too big for this hardware. What would run it ({scale['note']}):", "bold"))
+        console.print(styled(f"Too big for this hardware. What would serve it ({scale['note']}):", "bold"))
         if not scale["plans"]:
-            console.print(f"Even 64x {scale['device']} would not hold it.")
+            console.print(f"Even 8 nodes of {scale['device']} would not hold it.")
         for p in scale["plans"]:
+            where = f"{p['gpus']}x {scale['device']}" + (f" on {p['nodes']} nodes" if p["nodes"] > 1 else "")
             console.print(
-                f"Scale out ({p['precision']}): {p['gpus']}x {p['gpu']} (TP {p['tensor_parallel']}, PP "
-                f"{p['pipeline_parallel']}), ~{p['per_gpu_bytes'] / GB:.0f} GB each: `{p['command']}` (estimate)"
+                styled(
+                    f"Scale out ({p['precision']}): {where} (TP {p['tensor_parallel']}, PP {p['pipeline_parallel']}), "
+                    f"{p['weights_bytes_per_gpu'] / 2**30:.1f} GiB of weights and {p['kv_cache_tokens']:,} KV tokens a "
+                    f"GPU: `{p['command']}` (estimate; `advisor serve-plan` for the full plan)"
+                )
             )
 
 

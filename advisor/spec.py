@@ -75,6 +75,10 @@ class KVLayout(_Json):
     # MLA (DeepSeek): transformers caches decompressed per-head K and V (counted above);
     # llama.cpp and vLLM cache the latent: kv_lora_rank + qk_rope_head_dim per layer.
     latent_elements: int | None = None
+    # Hybrid models (Mamba-2, Gated DeltaNet) keep a fixed recurrent state per sequence in their other
+    # layers instead of a per-token cache: conv + SSM state elements, summed over those layers.
+    state_layers: int = 0
+    state_elements: int = 0
     note: str | None = None
 
 

@@ -246,7 +246,6 @@ def test_gpu_peak_prefers_nvml_per_process_figure():
 def test_peak_memory_samples_nvml_while_cuda_is_in_use(monkeypatch):
     import torch
 
-
     figures = iter([{0: 100}, {0: 700}, {0: 300}])
     last: dict[int, int] = {0: 300}
 

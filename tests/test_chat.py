@@ -29,8 +29,10 @@ from advisor.cli import cli
 from advisor.engines import ChatTemplateError
 from advisor.errors import AdvisorError, UsageError
 
-STATS = re.compile(r"\[(\d+) tokens at (\d+) tokens of context: ([\d.]+) tok/s \(advisor estimated ([\d.]+)\), "
-                   r"first token after ([\d.]+) s \(estimated ([\d.]+) s\)")
+STATS = re.compile(
+    r"\[(\d+) tokens at (\d+) tokens of context: ([\d.]+) tok/s \(advisor estimated ([\d.]+)\), "
+    r"first token after ([\d.]+) s \(estimated ([\d.]+) s\)"
+)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -47,9 +49,17 @@ def chat_model(tmp_path_factory, embedded_source) -> Path:
 
     folder = tmp_path_factory.mktemp("chat-tiny")
     config = LlamaConfig(
-        vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=32768, tie_word_embeddings=True, bos_token_id=1,
-        eos_token_id=None, pad_token_id=2,
+        vocab_size=49152,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=32768,
+        tie_word_embeddings=True,
+        bos_token_id=1,
+        eos_token_id=None,
+        pad_token_id=2,
     )
     torch.manual_seed(0)
     with quiet():
@@ -74,8 +84,15 @@ def other_tokenizer_model(tmp_path_factory) -> Path:
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", eos_token="w1").save_pretrained(folder)
-    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512)
+    config = LlamaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=512,
+    )
     torch.manual_seed(0)
     with quiet():
         LlamaForCausalLM(config).save_pretrained(folder)
@@ -172,8 +189,15 @@ class FakeEngine:
         self.seen.append([dict(m) for m in messages])
         text = f"answer {len(self.seen)}"
         on_text(text)
-        return C.Turn(text=text, prompt_tokens=self.count(messages), new_tokens=2, ttft_s=0.01, decode_tok_s=100.0,
-                      total_s=0.02, passes=2)
+        return C.Turn(
+            text=text,
+            prompt_tokens=self.count(messages),
+            new_tokens=2,
+            ttft_s=0.01,
+            decode_tok_s=100.0,
+            total_s=0.02,
+            passes=2,
+        )
 
 
 def test_session_keeps_history_and_commands_work_with_any_engine(tmp_path):
@@ -228,22 +252,38 @@ def test_one_shot_answers_paris_offline_with_the_speed_on_stderr(embedded_here, 
 
 
 def test_interactive_keeps_history_resets_and_saves(chat_model, seeded_hw, tmp_path):
-    script = "\n".join([
-        "My name is Ada.",
-        f"/save {tmp_path / 'one.json'}",
-        "What is my name?",
-        f"/save {tmp_path / 'two.json'}",
-        "/stats",
-        "/reset",
-        f"/save {tmp_path / 'three.json'}",
-        "/system Be brief.",
-        "/system",
-        f"/save {tmp_path / 'four.json'}",
-        "/exit",
-        "this line is never read",
-    ]) + "\n"
-    args = [str(chat_model), "-i", "--system", C.SASSY_SYSTEM, "--max-new-tokens", "6", "--temperature", "1",
-            "--seed", "0", "--no-record"]
+    script = (
+        "\n".join(
+            [
+                "My name is Ada.",
+                f"/save {tmp_path / 'one.json'}",
+                "What is my name?",
+                f"/save {tmp_path / 'two.json'}",
+                "/stats",
+                "/reset",
+                f"/save {tmp_path / 'three.json'}",
+                "/system Be brief.",
+                "/system",
+                f"/save {tmp_path / 'four.json'}",
+                "/exit",
+                "this line is never read",
+            ]
+        )
+        + "\n"
+    )
+    args = [
+        str(chat_model),
+        "-i",
+        "--system",
+        C.SASSY_SYSTEM,
+        "--max-new-tokens",
+        "6",
+        "--temperature",
+        "1",
+        "--seed",
+        "0",
+        "--no-record",
+    ]
     result = ok(run_chat(args, input=script))
 
     one = json.loads((tmp_path / "one.json").read_text())
@@ -272,11 +312,17 @@ def test_piped_stdin_is_one_message_and_messages_file_continues(chat_model, seed
     assert "/help" not in piped.stderr  # not interactive
 
     conv = tmp_path / "conv.json"
-    conv.write_text(json.dumps([{"role": "user", "content": "Hello from a pipe"},
-                                {"role": "assistant", "content": "Hello! What would you like to talk about today?"}]))
+    conv.write_text(
+        json.dumps(
+            [
+                {"role": "user", "content": "Hello from a pipe"},
+                {"role": "assistant", "content": "Hello! What would you like to talk about today?"},
+            ]
+        )
+    )
     continued = ok(run_chat([*base, "--messages", str(conv), "-m", "Tell me more."]))
-    (_, ctx_piped), = stats(piped.stderr)
-    (_, ctx_continued), = stats(continued.stderr)
+    ((_, ctx_piped),) = stats(piped.stderr)
+    ((_, ctx_continued),) = stats(continued.stderr)
     assert ctx_continued > ctx_piped + 10  # the earlier turn went in with the new question
 
     empty = run_chat(base, input="")
@@ -285,10 +331,31 @@ def test_piped_stdin_is_one_message_and_messages_file_continues(chat_model, seed
 
 def test_long_conversations_drop_the_oldest_turns_but_not_the_system_message(chat_model, seeded_hw, tmp_path):
     words = " ".join(["apple"] * 25)
-    script = "\n".join([f"{words} one", f"{words} two", f"{words} three", " ".join(["pear"] * 300),
-                        f"/save {tmp_path / 'kept.json'}"]) + "\n"
-    args = [str(chat_model), "-i", "--system", "Keep this.", "--max-context", "100", "--max-new-tokens", "8",
-            "--temperature", "0", "--no-record"]
+    script = (
+        "\n".join(
+            [
+                f"{words} one",
+                f"{words} two",
+                f"{words} three",
+                " ".join(["pear"] * 300),
+                f"/save {tmp_path / 'kept.json'}",
+            ]
+        )
+        + "\n"
+    )
+    args = [
+        str(chat_model),
+        "-i",
+        "--system",
+        "Keep this.",
+        "--max-context",
+        "100",
+        "--max-new-tokens",
+        "8",
+        "--temperature",
+        "0",
+        "--no-record",
+    ]
     result = ok(run_chat(args, input=script))
     assert "dropped the 2 oldest messages" in result.stderr and "the system message stays" in result.stderr
     assert "more than the 100-token context" in result.stderr  # the 300-word message alone cannot fit
@@ -357,12 +424,24 @@ def test_a_model_without_chat_template_is_refused_in_one_line(chat_model, seeded
 def test_assistant_reports_measured_speedup_beside_the_estimate(chat_model, seeded_hw):
     from advisor import calibration
 
-    args = [str(chat_model), "-m", "hi", "--assistant", str(chat_model), "--max-new-tokens", "24",
-            "--temperature", "0", "--precision", "fp32"]
+    args = [
+        str(chat_model),
+        "-m",
+        "hi",
+        "--assistant",
+        str(chat_model),
+        "--max-new-tokens",
+        "24",
+        "--temperature",
+        "0",
+        "--precision",
+        "fp32",
+    ]
     result = ok(run_chat(args))
     assert "loaded in fp32" in result.stderr and "(as asked)" in result.stderr
-    assert re.search(r"assistant .* loaded in fp32; plain decode measured here [\d.]+ tok/s; advisor expects [\d.]+x",
-                     result.stderr)
+    assert re.search(
+        r"assistant .* loaded in fp32; plain decode measured here [\d.]+ tok/s; advisor expects [\d.]+x", result.stderr
+    )
     line = next(x for x in result.stderr.splitlines() if "with the assistant" in x)
     assert re.search(r"24 tokens at \d+ tokens of context: [\d.]+ tok/s with the assistant, [\d.]+ tokens a pass", line)
     assert re.search(r"speed-up [\d.]+x over plain decode measured here \([\d.]+ tok/s\)", line)
@@ -412,12 +491,25 @@ class Terminal:
 
 def test_ctrl_c_in_a_terminal_stops_the_answer_and_the_prompt_comes_back(chat_model, seeded_hw, tmp_path):
     master, slave = pty.openpty()
-    cmd = [sys.executable, "-m", "advisor", "chat", str(chat_model), "--max-new-tokens", "20000", "--temperature", "1",
-           "--seed", "0", "--no-record"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "advisor",
+        "chat",
+        str(chat_model),
+        "--max-new-tokens",
+        "20000",
+        "--temperature",
+        "1",
+        "--seed",
+        "0",
+        "--no-record",
+    ]
     # One torch thread: two cores shared with other work make a thread pool crawl, and speed is not tested here.
     env = dict(os.environ, TERM="dumb", OMP_NUM_THREADS="1")
-    proc = subprocess.Popen(cmd, stdin=slave, stdout=slave, stderr=slave, env=env,
-                            start_new_session=True, close_fds=True)
+    proc = subprocess.Popen(
+        cmd, stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True, close_fds=True
+    )
     os.close(slave)
     term = Terminal(master)
     try:

@@ -224,8 +224,12 @@ GGUF_RECIPES: dict[str, tuple[str, tuple[tuple[str, str, str], ...]]] = {
     "Q3_K_S": ("Q3_K", ()),
     "Q2_K": (
         "Q2_K",
-        (("attn_v", "Q4_K", "gqa4"), ("attn_v", "Q3_K", "not_gqa4"), ("attn_output", "Q3_K", "all"),
-         ("ffn_down", "Q3_K", "all")),
+        (
+            ("attn_v", "Q4_K", "gqa4"),
+            ("attn_v", "Q3_K", "not_gqa4"),
+            ("attn_output", "Q3_K", "all"),
+            ("ffn_down", "Q3_K", "all"),
+        ),
     ),
     "IQ4_XS": ("IQ4_XS", (("attn_v", "Q5_K", "gqa4"), ("ffn_down", "Q5_K", "first_eighth"))),
 }
@@ -269,9 +273,7 @@ def gguf_file_type(prec: P.Precision) -> str:
     return mixed if mixed in GGUF_RECIPES else base if base in GGUF_RECIPES else "Q8_0"
 
 
-def gguf_role_types(
-    ftype: str, *, role: str, n_layers: int, n_gqa: int = 1
-) -> list[tuple[float, str]]:
+def gguf_role_types(ftype: str, *, role: str, n_layers: int, n_gqa: int = 1) -> list[tuple[float, str]]:
     """(share of the role's weights, tensor type) under llama.cpp's recipe for file type `ftype`: roles are
     attn_v, attn_output, ffn_down and "matrix" (any other 2-D weight of a layer)."""
     default, rules = GGUF_RECIPES.get(ftype, (ftype, ()))
@@ -472,7 +474,10 @@ def kv_cache_bytes(
         elif runtime == "llama.cpp":  # llama-kv-cache-iswa: the window plus one micro-batch, padded
             window = llama_context(window + llama.n_ubatch)
         per_token = kv.full_elements * context + kv.sliding_elements * min(context, window)
-    return int(per_token * batch * dtype_bytes)
+    # NOTE: recurrent layers (Mamba-2, Gated DeltaNet) hold one fixed state per sequence: transformers in
+    # the model dtype, llama.cpp in F32 (llama-memory-recurrent.cpp: type_r/type_s GGML_TYPE_F32).
+    state = kv.state_elements * batch * (4 if runtime == "llama.cpp" else dtype_bytes)
+    return int(per_token * batch * dtype_bytes + state)
 
 
 def _bnb8_sums(spec: ModelSpec, hidden: int, inter: int) -> tuple[int, int]:

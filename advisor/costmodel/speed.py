@@ -167,9 +167,11 @@ class Placement:
 
 
 def usable_bytes(device: Device, headroom: float) -> int:
-    """Memory a plan may use on a device: its total less headroom, and never more than is free."""
+    """Memory a plan may use on a device: its total less headroom, and never more than is free now (NVML's free
+    bytes on a GPU, psutil's available RAM on the CPU). `advisor.hardware.fit_to_total` drops the free figure
+    when the user asks to plan against the total (`--fit total`)."""
     usable = int(device.memory_bytes * (1 - headroom))
-    if device.free_bytes is not None and device.kind != "cpu":
+    if device.free_bytes is not None:
         usable = min(usable, int(device.free_bytes * (1 - headroom / 2)))
     return usable
 

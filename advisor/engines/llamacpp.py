@@ -71,8 +71,10 @@ def _library_key() -> str | None:
     if spec is None or not spec.submodule_search_locations:
         return None
     folder = Path(next(iter(spec.submodule_search_locations)))
-    libs = sorted((folder / "lib").glob("*.so*")) + sorted((folder / "lib").glob("*.dylib")) + sorted(
-        (folder / "lib").glob("*.dll")
+    libs = (
+        sorted((folder / "lib").glob("*.so*"))
+        + sorted((folder / "lib").glob("*.dylib"))
+        + sorted((folder / "lib").glob("*.dll"))
     )
     stamp = [f"{p.name}:{p.stat().st_size}:{int(p.stat().st_mtime)}" for p in libs]
     return f"{folder}|{'|'.join(stamp)}|{_cpu_identity()}"
@@ -313,9 +315,7 @@ class LlamaCppEngine(Engine):
         on_gpu = min(gpu_layers, n_layers)
         self.layers_by_device = {k: v for k, v in (("cuda:0", on_gpu), ("cpu", n_layers - on_gpu)) if v > 0}
         gpu_name = "cuda:0"
-        self.placement = (
-            "cpu" if on_gpu == 0 else gpu_name if on_gpu == n_layers else f"{gpu_name}+cpu"
-        )
+        self.placement = "cpu" if on_gpu == 0 else gpu_name if on_gpu == n_layers else f"{gpu_name}+cpu"
         self._template = None
         self._eog = self._eog_tokens()
 
@@ -346,8 +346,10 @@ class LlamaCppEngine(Engine):
             kwargs.update(type_k=KV_TYPES[kv], type_v=KV_TYPES[kv])
             if kv not in ("f16", "f32", "bf16") and options.flash_attn is False:
                 raise EngineError("A quantized V cache needs flash attention in llama.cpp: drop --no-flash-attn.")
-        flash = options.flash_attn if options.flash_attn is not None else bool(
-            options.kv_cache_type and options.kv_cache_type.lower() not in ("f16", "f32", "bf16")
+        flash = (
+            options.flash_attn
+            if options.flash_attn is not None
+            else bool(options.kv_cache_type and options.kv_cache_type.lower() not in ("f16", "f32", "bf16"))
         )
         t0 = time.perf_counter()
         try:

@@ -22,7 +22,7 @@ MAX_NAME = 4096
 
 
 def _path_kind(path: Path) -> str | None:
-    """"dir", "file" (anything else that exists) or None; a name the filesystem refuses (too long, bad bytes)
+    """ "dir", "file" (anything else that exists) or None; a name the filesystem refuses (too long, bad bytes)
     is no path."""
     try:
         if path.is_dir():

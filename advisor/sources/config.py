@@ -209,7 +209,7 @@ class _BuildTooBig(Exception):
 
 # Spec cache: a config's exact counts, keyed by its content, so the second look at a model needs no build.
 SPEC_CACHE = "specs"
-SPEC_CACHE_FORMAT = 2  # bump when ModelSpec or ParamBreakdown gains a field
+SPEC_CACHE_FORMAT = 3  # bump when ModelSpec or ParamBreakdown gains a field
 
 
 def _cache_key(config: dict[str, Any]) -> str | None:
@@ -295,8 +295,7 @@ def _build_spec(
         model.tie_weights()
     except _BuildTooBig as exc:
         raise ConfigError(
-            f"Config of '{safe(model_id)}' builds {exc}: no real model is that large; fix or re-download "
-            "config.json."
+            f"Config of '{safe(model_id)}' builds {exc}: no real model is that large; fix or re-download config.json."
         ) from None
     except ValueError as exc:
         raise UnsupportedArchitectureError(
@@ -455,10 +454,13 @@ def _kv_layout(text, kv_heads: int | None, head_dim: int | None) -> KVLayout:
         per_layer = 2 * (kv_heads or 0) * (head_dim or 0)
 
     full = sliding = 0
-    full_layers = sliding_layers = 0
+    full_layers = sliding_layers = state_layers = 0
     window = None
     for layer_type, kwargs in zip(layer_types, layer_kwargs, strict=False):
         if layer_type == "dummy":  # shares another layer's cache or has no attention
+            continue
+        if layer_type in _STATE_LAYER_TYPES:  # a recurrent state, not a cache growing with the context
+            state_layers += 1
             continue
         layer_window = _count(kwargs.get("sliding_window"))  # a window of another kind ([None], "4k") is none
         if layer_window:
@@ -468,6 +470,11 @@ def _kv_layout(text, kv_heads: int | None, head_dim: int | None) -> KVLayout:
         else:
             full += per_layer
             full_layers += 1
+    state = _recurrent_state_elements(text) if state_layers else 0
+    if state_layers and not state:
+        note = (note + " " if note else "") + (
+            f"{state_layers} recurrent layers whose state size the config does not give: counted as 0."
+        )
     return KVLayout(
         full_elements=full,
         sliding_elements=sliding,
@@ -475,5 +482,39 @@ def _kv_layout(text, kv_heads: int | None, head_dim: int | None) -> KVLayout:
         full_layers=full_layers,
         sliding_layers=sliding_layers,
         latent_elements=latent,
+        state_layers=state_layers,
+        state_elements=state * state_layers,
         note=note,
     )
+
+
+# NOTE: transformers' `get_layer_types_and_kwargs` names Mamba-2 layers (Nemotron-H, Granite 4 H,
+# Falcon-H1) and Gated DeltaNet layers (Qwen3-Next, Qwen3.5) "linear_attention", LFM2's short
+# convolutions "conv" (transformers 5.x cache_utils.py); they hold a fixed state per sequence.
+_STATE_LAYER_TYPES = frozenset({"linear_attention", "conv", "mamba", "mamba2", "recurrent"})
+
+
+def _recurrent_state_elements(text) -> int:
+    """Elements of one recurrent layer's state for one sequence: convolution window + SSM state.
+
+    NOTE: Mamba-2 (transformers' modeling_nemotron_h / vLLM mamba_utils.mamba2_state_shape): conv state
+    (d_conv - 1) x (heads x head_dim + 2 x groups x d_state), SSM state heads x head_dim x d_state.
+    Gated DeltaNet (modeling_qwen3_next / vLLM gated_delta_net_state_shape): conv state (kernel - 1) x
+    (2 x key_heads x key_dim + value_heads x value_dim), recurrent state value_heads x key_dim x value_dim.
+    """
+    v_heads = _attr(text, "linear_num_value_heads")
+    if v_heads:
+        k_heads = _attr(text, "linear_num_key_heads") or v_heads
+        k_dim = _attr(text, "linear_key_head_dim") or 0
+        v_dim = _attr(text, "linear_value_head_dim") or 0
+        kernel = _attr(text, "linear_conv_kernel_dim") or 4
+        return (kernel - 1) * (2 * k_heads * k_dim + v_heads * v_dim) + v_heads * k_dim * v_dim
+    heads = _attr(text, "mamba_num_heads") or _attr(text, "mamba_n_heads")
+    head_dim = _attr(text, "mamba_head_dim") or _attr(text, "mamba_d_head")
+    d_state = _attr(text, "ssm_state_size") or _attr(text, "mamba_d_state") or _attr(text, "state_size")
+    if heads and head_dim and d_state:
+        groups = _attr(text, "n_groups") or _attr(text, "mamba_n_groups") or 1
+        kernel = _attr(text, "conv_kernel") or _attr(text, "mamba_d_conv") or 4
+        inner = heads * head_dim
+        return (kernel - 1) * (inner + 2 * groups * d_state) + inner * d_state
+    return 0

@@ -1,0 +1,255 @@
+"""Serving plans: vLLM's pool arithmetic against logged start-ups, per-rank weights and KV, engine rules,
+throughput under load, multi-node steps, free-memory fitting, and one-line errors for impossible requests."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+import advisor.serve_cli  # noqa: F401  (registers serve-plan on the group)
+from advisor import serve as S
+from advisor.accelerators import lookup
+from advisor.cli import cli
+from advisor.costmodel import serving as SV
+from advisor.sources import resolve
+from advisor.spec import Device, Hardware
+
+GiB = 1024**3
+pytestmark = pytest.mark.usefixtures("seeded_hw")
+
+
+def run(*args: str):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def h100(n: int = 8, nodes: int = 1) -> SV.Target:
+    return SV.Target(gpu=S.gpu_from_accelerator(lookup("H100 SXM5")), gpus_per_node=n, nodes=nodes, fit="total")
+
+
+# --- vLLM's pool, checked against start-up logs (benchmarks/data/vllm_kv_logs.csv) ---------------------------
+
+
+def test_uniform_pool_matches_logged_qwen3_14b():
+    # LMCache#1739, vLLM 0.10.2: "Available KV cache memory: 6.51 GiB", "GPU KV cache size: 42,656 tokens",
+    # "Maximum concurrency for 32,768 tokens per request: 1.30x".
+    spec = resolve("Qwen/Qwen3-14B")
+    kvr = SV.kv_per_rank(spec, tp=1, kv_bytes=2)
+    assert kvr.bytes_per_token == 163_840
+    pool = SV.vllm_pool(kvr, int(6.51 * GiB), context=32768, block=16, max_num_batched_tokens=2048, version=(0, 10, 2))
+    assert abs(pool.kv_cache_tokens - 42_656) <= 16
+    assert round(pool.max_concurrency, 2) == 1.30
+
+
+def test_hybrid_sliding_pool_matches_logged_gemma3():
+    # ROCm log, vLLM 0.11.0rc2, gemma-3-27b-it at 4096 tokens: 109.86 GiB available, 205,696 tokens, 50.05x.
+    # 62 layers: 10 full, 52 sliding -> 1 full group + 6 sliding groups of 10 layers.
+    spec = resolve("google/gemma-3-27b-it")
+    kvr = SV.kv_per_rank(spec, tp=1, kv_bytes=2)
+    assert (kvr.full_layers, kvr.sliding_layers) == (10, 52)
+    pool = SV.vllm_pool(
+        kvr, int(109.86 * GiB), context=4096, block=16, max_num_batched_tokens=8192, version=(0, 11, 0),
+        token_line="blocks_per_group",
+    )  # fmt: skip
+    assert pool.groups == 7
+    assert abs(pool.kv_cache_tokens / 205_696 - 1) < 0.002
+    assert abs(pool.max_concurrency - 50.05) < 0.05
+    # From 0.20.2 the line is concurrency x max_model_len: at a long context (sliding layers hold only their
+    # window) many more tokens for the same memory.
+    old, new = (
+        SV.vllm_pool(kvr, int(109.86 * GiB), context=32768, block=16, max_num_batched_tokens=8192,
+                     version=(0, 20, 2), token_line=line)
+        for line in ("blocks_per_group", "concurrency")
+    )  # fmt: skip
+    assert new.kv_cache_tokens > 2 * old.kv_cache_tokens
+
+
+def test_vllm_memory_predicts_logged_pool_for_qwen3_8b_on_a100():
+    # tokenkaki, vLLM 0.9.2 `vllm serve Qwen/Qwen3-8B` on an A100-SXM4-40GB: "Model loading took 15.2683 GiB",
+    # "GPU KV cache size: 136,080 tokens".
+    spec = resolve("Qwen/Qwen3-8B")
+    gpu = S.gpu_from_accelerator(lookup("A100 40GB SXM4"))
+    opts = SV.ServeOptions(engine="vllm", precision="bf16", context=40960, version=(0, 9, 2))
+    mem = SV.vllm_memory(spec, gpu, opts, precision="bf16", tp=1, pp=1, context=40960)
+    assert abs(mem["weights_bytes"] / GiB - 15.2683) < 0.02
+    assert abs(mem["kv_cache_tokens"] / 136_080 - 1) < 0.10
+    assert mem["gpu_memory_utilization"] == 0.9 and mem["max_num_batched_tokens"] == 2048
+
+
+def test_weights_per_gpu_matches_logged_loads():
+    llama = resolve("meta-llama/Llama-3.1-8B-Instruct")
+    # vllm#10517: "Loading model weights took 14.9888 GB" (GiB): parameters plus the rotary cache.
+    assert abs(SV.weights_per_gpu(llama, "bf16", tp=1, pp=1) / GiB - 14.9888) < 0.01
+    moe = resolve("Qwen/Qwen3-30B-A3B")
+    # vllm#17469: Qwen3-30B-A3B at TP4 loads 14.2474 GiB a rank.
+    assert abs(SV.weights_per_gpu(moe, "bf16", tp=4, pp=1) / GiB - 14.2474) < 0.05
+    assert SV.weights_per_gpu(llama, "fp8", tp=1, pp=1) < 0.6 * SV.weights_per_gpu(llama, "bf16", tp=1, pp=1)
+    assert SV.weights_per_gpu(llama, "awq", tp=1, pp=1) < SV.weights_per_gpu(llama, "fp8", tp=1, pp=1)
+
+
+def test_kv_heads_replicate_past_tp_and_mla_latent_is_not_split():
+    llama = resolve("meta-llama/Llama-3.1-8B-Instruct")  # 8 KV heads
+    per = {tp: SV.kv_per_rank(llama, tp=tp, kv_bytes=2).bytes_per_token for tp in (1, 2, 8, 16)}
+    assert per[2] == per[1] / 2 and per[16] == per[8]  # one head a rank, replicated past TP 8
+    r1 = resolve("deepseek-ai/DeepSeek-R1")
+    mla1 = SV.kv_per_rank(r1, tp=1, kv_bytes=2)
+    mla8 = SV.kv_per_rank(r1, tp=8, kv_bytes=2)
+    assert mla1.mla and mla1.bytes_per_token == mla8.bytes_per_token == 61 * 576 * 2
+    assert SV.kv_per_rank(r1, tp=1, kv_bytes=1).bytes_per_token == mla1.bytes_per_token / 2
+
+
+def test_hybrid_recurrent_layers_hold_state_not_kv():
+    spec = resolve("Qwen/Qwen3.5-9B")  # 8 full-attention layers, 24 Gated DeltaNet layers
+    kvr = SV.kv_per_rank(spec, tp=1, kv_bytes=2)
+    assert (kvr.full_layers, kvr.state_layers) == (8, 24)
+    assert kvr.state_bytes > 0
+    pool = SV.vllm_pool(kvr, 20 * GiB, context=32768, block=16, max_num_batched_tokens=2048, version=(0, 11, 0))
+    # the attention block grows until its page holds a recurrent state
+    assert pool.block_size * kvr.full_bytes >= kvr.state_bytes
+
+
+# --- Defaults by version and GPU ----------------------------------------------------------------------------
+
+
+def test_vllm_defaults_follow_version_and_gpu():
+    h = S.gpu_from_accelerator(lookup("H100 SXM5"))
+    a100 = S.gpu_from_accelerator(lookup("A100 80GB SXM4"))
+    assert SV.vllm_defaults((0, 19, 1), h, context=8192).gpu_memory_utilization == 0.9
+    assert SV.vllm_defaults((0, 20, 0), h, context=8192).gpu_memory_utilization == 0.92
+    assert SV.vllm_defaults((0, 11, 0), h, context=8192).max_num_batched_tokens == 8192
+    assert SV.vllm_defaults((0, 11, 0), a100, context=8192).max_num_batched_tokens == 2048  # the A100 exception
+    assert SV.vllm_defaults((0, 11, 0), a100, context=8192).max_num_seqs == 256
+    assert SV.vllm_defaults((0, 6, 4), a100, context=20000).max_num_batched_tokens == 20000  # V0, no chunking
+
+
+def test_gpu_totals_are_binary_units_less_the_driver():
+    h = lookup("H100 SXM5 80GB")
+    assert h.memory_bytes == 80 * GiB
+    assert 78.5 * GiB < h.cuda_total_bytes < 79.5 * GiB  # CUDA reports ~79.1-79.2 GiB, not 80e9 bytes
+    t4 = lookup("T4")
+    assert t4.cuda_total_bytes < 15 * GiB  # ECC on by default gives 1/16 of 16 GiB away
+
+
+# --- Plans -------------------------------------------------------------------------------------------------
+
+
+def test_plan_picks_smallest_layout_and_concurrency_grows_with_fp8_kv():
+    spec = resolve("meta-llama/Llama-3.1-70B-Instruct")
+    plans, _ = SV.plan_serving(spec, h100(), SV.ServeOptions(engine="vllm", precision="bf16", context=8192))
+    (plan,) = plans
+    assert plan.tensor_parallel == 2 and plan.fits  # 141 GB of weights: two 80 GB GPUs
+    fp8kv, _ = SV.plan_serving(
+        spec, h100(), SV.ServeOptions(engine="vllm", precision="bf16", context=8192, kv_cache_dtype="fp8")
+    )
+    assert fp8kv[0].kv_cache_tokens > 1.9 * plan.kv_cache_tokens
+    assert "--kv-cache-dtype fp8" in fp8kv[0].command
+
+
+def test_users_raise_the_layout_and_load_table_behaves():
+    spec = resolve("meta-llama/Llama-3.1-8B-Instruct")
+    one, _ = SV.plan_serving(spec, h100(), SV.ServeOptions(engine="vllm", precision="bf16", context=131072))
+    many, _ = SV.plan_serving(spec, h100(), SV.ServeOptions(engine="vllm", precision="bf16", context=131072, users=32))
+    assert many[0].gpus > one[0].gpus and many[0].max_concurrency >= 32
+    load = many[0].load
+    per_user = [r["decode_tok_s_per_user"] for r in load]
+    total = [r["aggregate_tok_s"] for r in load]
+    assert per_user == sorted(per_user, reverse=True) and total == sorted(total)
+
+
+def test_weight_matmuls_turn_compute_bound_where_the_roofline_says():
+    spec = resolve("meta-llama/Llama-3.1-8B-Instruct")
+    plans, _ = SV.plan_serving(spec, h100(), SV.ServeOptions(engine="vllm", precision="bf16", context=1024))
+    batch = plans[0].compute_bound_batch
+    gpu = S.gpu_from_accelerator(lookup("H100 SXM5"))
+    ridge = (
+        gpu.tflops_16bit
+        * 1e12
+        * SV.SERVE_MM_EFFICIENCY["vllm"]
+        / (gpu.bandwidth_gbps * 1e9 * SV.SERVE_BW_EFFICIENCY["vllm"])
+    )
+    assert batch is not None and 0.8 * ridge < batch < 1.3 * ridge  # bf16: 2 bytes read per 2 FLOPs a weight
+    fp8, _ = SV.plan_serving(spec, h100(), SV.ServeOptions(engine="vllm", precision="fp8", context=1024))
+    assert fp8[0].compute_bound_batch < batch  # half the bytes: compute-bound sooner
+
+
+def test_multi_node_plan_gives_ray_steps():
+    spec = resolve("meta-llama/Llama-3.1-405B-Instruct")
+    plans, _ = SV.plan_serving(spec, h100(8, nodes=2), SV.ServeOptions(engine="vllm", precision="bf16", context=8192))
+    (plan,) = plans
+    assert (plan.nodes, plan.tensor_parallel, plan.pipeline_parallel) == (2, 8, 2)
+    assert plan.steps[0].endswith("ray start --head --port=6379")
+    assert "--pipeline-parallel-size 2" in plan.command and "--distributed-executor-backend ray" in plan.command
+    assert any("InfiniBand" in n for n in plan.notes)
+
+
+def test_free_memory_lowers_utilization_on_a_shared_gpu():
+    gpu = Device(kind="cuda", name="NVIDIA H100 80GB HBM3", memory_bytes=int(79.1 * GiB), free_bytes=int(60 * GiB),
+                 bandwidth_gbps=3000.0, details={"compute_capability": "9.0"})  # fmt: skip
+    hw = Hardware(devices=(gpu,), source="probe")
+    target, notes = S.target_from_args(None, nodes=1, memory_gb=None, fit="free", hw=hw)
+    assert any("free memory" in n for n in notes)
+    spec = resolve("meta-llama/Llama-3.1-8B-Instruct")
+    plans, _ = SV.plan_serving(spec, target, SV.ServeOptions(engine="vllm", precision="bf16", context=8192))
+    assert plans[0].gpu_memory_utilization <= 60 / 79.1
+    assert "--gpu-memory-utilization" in plans[0].command
+    total, _ = S.target_from_args(None, nodes=1, memory_gb=None, fit="total", hw=hw)
+    plans_total, _ = SV.plan_serving(spec, total, SV.ServeOptions(engine="vllm", precision="bf16", context=8192))
+    assert plans_total[0].kv_cache_tokens > plans[0].kv_cache_tokens
+
+
+def test_llama_server_plan_shares_one_pool_between_slots():
+    spec = resolve("meta-llama/Llama-3.1-8B-Instruct")
+    target = SV.Target(gpu=S.gpu_from_accelerator(lookup("RTX 4090")), gpus_per_node=1)
+    plans, _ = SV.plan_serving(
+        spec, target, SV.ServeOptions(engine="llama.cpp", precision="q4_k_m", context=8192, users=4,
+                                      kv_cache_dtype="q8_0"),
+    )  # fmt: skip
+    (plan,) = plans
+    assert plan.kv_cache_tokens == 4 * 8192 and "-np 4" in plan.command and "-ctk q8_0" in plan.command
+    assert plan.memory["kv_cache_bytes"] < 4 * 8192 * 131072 * 0.6  # q8_0 is ~half of f16
+
+
+def test_sglang_pool_is_a_fraction_of_free_memory():
+    spec = resolve("meta-llama/Llama-3.1-8B-Instruct")
+    gpu = S.gpu_from_accelerator(lookup("H100 SXM5"))
+    opts = SV.ServeOptions(engine="sglang", precision="bf16", context=8192, gpu_memory_utilization=0.88)
+    mem = SV.sglang_memory(spec, gpu, opts, precision="bf16", tp=1, pp=1, context=8192)
+    expected = ((gpu.total_bytes - SV.SGLANG_CUDA_CONTEXT) * 0.88 - mem["weights_bytes"]) // 131072
+    assert mem["kv_cache_tokens"] == int(expected)
+
+
+# --- The command line --------------------------------------------------------------------------------------
+
+
+def test_serve_plan_json_shape():
+    result = run("serve-plan", "meta-llama/Llama-3.1-8B-Instruct", "--device", "2x RTX 4090", "--context", "8192",
+                 "--users", "16", "--json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["model"]["id"] == "meta-llama/Llama-3.1-8B-Instruct"
+    keys = {"engine", "precision", "kv_cache_dtype", "gpus", "nodes", "tensor_parallel", "pipeline_parallel",
+            "gpu_memory_utilization", "context", "weights_bytes_per_gpu", "kv_cache_bytes_per_gpu", "kv_cache_tokens",
+            "max_concurrency", "decode_tok_s_per_user", "aggregate_tok_s", "ttft_s", "command", "notes"}  # fmt: skip
+    assert data["plans"] and all(keys <= set(p) for p in data["plans"])
+    assert {p["engine"] for p in data["plans"]} == {"vllm", "sglang", "llama.cpp"}
+    assert isinstance(data["warnings"], list)
+    assert all(p["gpus"] <= 2 for p in data["plans"])
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--device", "8x H100 SXM5", "--tensor-parallel", "3"], "does not divide the 32 attention heads"),
+        (["--device", "2x RTX 4090", "--tensor-parallel", "4"], "the target has 2"),
+        (["--device", "A100 80GB SXM4", "--precision", "fp8", "--engine", "vllm"], "FP8 needs FP8 tensor cores"),
+        (["--device", "RTX 4090", "--users", "0"], "at least 1 user"),
+        (["--device", "RTX 4090", "--context", "999999"], "longer than"),
+    ],
+)
+def test_serve_plan_bad_input_is_one_line(args, needle):
+    result = CliRunner().invoke(cli, ["serve-plan", "meta-llama/Llama-3.1-8B-Instruct", *args])
+    assert result.exit_code != 0
+    text = result.output + (str(result.exception) if result.exception else "")
+    assert needle in text
+    assert "Traceback" not in result.output
