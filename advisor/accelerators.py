@@ -38,6 +38,7 @@ class Accelerator:
     source: str
     notes: str
     compute_capability: float | None = None
+    memory_type: str | None = None
     ecc_default: str | None = None
     cuda_total_gib: float | None = None
     fp8: bool | None = None
@@ -64,6 +65,30 @@ def cuda_total_from_marketed(memory_gb: float, *, ecc: bool = False) -> int:
     """What CUDA reports as total for a card sold as `memory_gb` GB (binary units)."""
     physical = memory_gb * GiB * (15 / 16 if ecc else 1)
     return int(physical * (1 - DRIVER_RESERVE_FRACTION) - DRIVER_RESERVE_BYTES)
+
+
+def apple_gpu_working_set(memory_gb: float) -> int:
+    """Bytes of unified memory Metal lets the GPU use (`recommendedMaxWorkingSetSize`).
+
+    NOTE: llama.cpp's ggml_metal_init prints it: 21845.34 MB on 32 GB M1/M2 Max (2/3; ollama#434, llama.cpp#2011),
+    73728 MB on a 96 GB M2 Max (3/4; llama.cpp#3213), ~47-49 GB on 64 GB machines (3/4; llama.cpp#1870). macOS 26
+    on 128 GB M5 Max reports 107.52 GiB (0.84; antirez/ds4#893): newer macOS may allow more, never less.
+    """
+    share = 2 / 3 if memory_gb <= 32 else 3 / 4
+    return int(memory_gb * GiB * share)
+
+
+def device_class(acc: Accelerator) -> str:
+    """A class of devices whose runtimes reach a similar share of their bandwidth (see speed.EFFICIENCY's llama.cpp
+    note): NVIDIA HBM data-centre parts, GeForce cards, workstation and GDDR/LPDDR server cards (the same chips as
+    workstation cards: A40, L40S, A10G, GB10), Apple chips, and other GPUs."""
+    if acc.vendor == "Apple":
+        return "mps"
+    if acc.vendor != "NVIDIA":
+        return "cuda/other"
+    if (acc.memory_type or "").upper().startswith("HBM"):
+        return "cuda/hbm"
+    return "cuda/geforce" if "geforce" in acc.name.lower() else "cuda/pro"
 
 
 def _flag(text: str | None) -> bool | None:
@@ -99,6 +124,7 @@ def table() -> tuple[Accelerator, ...]:
                     source=row["source"],
                     notes=row["notes"],
                     compute_capability=_capability(row.get("compute_capability")),
+                    memory_type=(row.get("memory_type") or "").strip() or None,
                     ecc_default=(row.get("ecc_default") or "").strip().lower() or None,
                     cuda_total_gib=_num(row.get("cuda_total_gib") or ""),
                     fp8=_flag(row.get("fp8_tensor_cores")),
@@ -178,13 +204,14 @@ def hardware_from_flags(
         if memory is None:
             raise DeviceNotFoundError(f"The table has no memory size for '{acc.name}': add --memory-gb.")
         bandwidth = bandwidth_gbps if bandwidth_gbps is not None else acc.bandwidth_gbps
-        if acc.kind == "mps":  # unified memory: the whole (binary) size; the runtime decides the GPU's share
-            usable = int(memory * GiB)
+        if acc.kind == "mps":  # unified memory: the GPU may wire only the recommended working set
+            usable = apple_gpu_working_set(memory)
         elif memory_gb is None:
             usable = acc.cuda_total_bytes or int(memory * GiB)
         else:
             usable = cuda_total_from_marketed(memory, ecc=acc.ecc_default == "on")
-        details = {"source": acc.source, "notes": acc.notes, "marketed_bytes": int(memory * GiB)}
+        details = {"source": acc.source, "notes": acc.notes, "marketed_bytes": int(memory * GiB),
+                   "device_class": device_class(acc)}  # fmt: skip
         if acc.compute_capability:
             details["compute_capability"] = f"{acc.compute_capability:g}"
         devices = tuple(

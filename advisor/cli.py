@@ -7,6 +7,7 @@ ADVISOR_DEBUG is set.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
@@ -45,6 +46,24 @@ class PrecisionType(click.ParamType):
             param,
             ctx,
         )
+
+
+class ContextLength(click.ParamType):
+    """A token count: 32768, 32k, 128K, 1m."""
+
+    name = "tokens"
+
+    def convert(self, value: Any, param, ctx) -> int:
+        text = str(value).strip().lower().replace(",", "").replace("_", "")
+        scale = {"k": 1024, "m": 1024 * 1024}.get(text[-1:], 1)
+        number = text[:-1] if scale > 1 else text
+        try:
+            tokens = int(float(number) * scale)
+        except ValueError:
+            self.fail(f"'{value}' is not a token count: give e.g. 32768 or 32k", param, ctx)
+        if not 1 <= tokens <= 100_000_000:
+            self.fail(f"'{value}' is not between 1 and 100M tokens", param, ctx)
+        return tokens
 
 
 class FiniteFloat(click.FloatRange):
@@ -178,6 +197,18 @@ def _calibration(hw):
     "--plot", "plot_file", type=click.Path(dir_okay=False), default=None, help="Draw memory and speed curves to a PNG."
 )
 @click.option("--cached", is_flag=True, help="List models in the Hugging Face cache, each with its fit here.")
+@click.option(
+    "--use",
+    type=click.Choice(["chat", "coding", "reasoning", "math"]),
+    default="chat",
+    show_default=True,
+    help="With --top: rank by quality for this purpose.",
+)
+@click.option("--lang", default=None, help="With --top: only models that support this language (e.g. ko, ja, de).")
+@click.option(
+    "--license", "license_", type=click.Choice(["any", "permissive"]), default="any", help="With --top: licenses."
+)
+@click.option("--min-context", type=ContextLength(), default=None, help="With --top: models that hold this (32k).")
 @fit_option
 @revision_option
 @trust_option
@@ -200,6 +231,10 @@ def recommend(
     lookahead,
     plot_file,
     cached,
+    use,
+    lang,
+    license_,
+    min_context,
     fit,
     revision,
     trust_remote_code,
@@ -233,8 +268,13 @@ def recommend(
     if model is None:
         from advisor.ranking import rank_catalog
 
-        rows = rank_catalog(hw, top=top or 10, **kwargs)
-        return render.print_ranking(rows, out, as_json=as_json, title="Catalog models this hardware runs")
+        rows = rank_catalog(
+            hw, top=top or 10, use=use, lang=lang, license=None if license_ == "any" else license_,
+            min_context=min_context, **kwargs,
+        )  # fmt: skip
+        what = f"best for {use}" + (f" in {lang}" if lang else "")
+        title = f"Catalog models this hardware runs at {min_tok_s:g} tok/s or more, {what}"
+        return render.print_ranking(rows, out, as_json=as_json, title=title)
     spec = resolve(model, revision=revision, trust_remote_code=trust_remote_code)
     rec = do_recommend(spec, hw, precisions=wanted, **kwargs)
     extra: dict[str, Any] = {}
@@ -285,35 +325,78 @@ def hw(refresh, as_json) -> None:
         print_hardware(profile, out)
 
 
-@cli.command(name="catalog")
+@cli.group(name="catalog", invoke_without_command=True)
 @json_option
-def catalog_cmd(as_json) -> None:
-    """List the models advisor knows offline, with their exact parameter counts."""
+@click.pass_context
+def catalog_cmd(ctx, as_json) -> None:
+    """List the models advisor knows offline (`catalog update ID` adds one from the Hub)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    import datetime
+
+    from advisor import quality as Q
     from advisor import render
     from advisor.sources import catalog
 
-    out, _ = _consoles()
+    out, err = _consoles()
     specs = [catalog.spec_from_catalog(m) for m in catalog.known_ids()]
+    info = catalog.snapshot()
+    age = None
+    if info.get("date"):
+        with contextlib.suppress(ValueError):
+            age = (datetime.date.today() - datetime.date.fromisoformat(info["date"])).days
     if as_json:
-        render.print_json(
-            [{"id": s.id, "total_params": s.total_params, "active_params": s.active_params} for s in specs], out
-        )
+        rows = []
+        for s in specs:
+            m = Q.meta(s.id)
+            rows.append({"id": s.id, "total_params": s.total_params, "active_params": s.active_params,
+                         "max_context": s.max_context, "release_date": m.release_date, "license": m.license,
+                         "permissive": m.permissive, "languages": list(m.languages), "tags": list(m.tags),
+                         "gguf_repos": list(m.gguf_repos), "added_by_user": catalog.is_user_model(s.id)})  # fmt: skip
+        render.print_json({"snapshot": info.get("date"), "age_days": age, "models": rows}, out)
         return
+    if info.get("date"):
+        err.print(
+            f"catalog snapshot of {info['date']} ({age} days old), {info.get('models', len(specs))} models; "
+            "`advisor catalog update ORG/NAME` adds one from the Hub"
+        )
     from rich.table import Table
 
     table = Table(header_style="bold")
-    for col in ("model", "total", "active", "layers", "KV heads", "context"):
-        table.add_column(col, justify="left" if col == "model" else "right")
+    for col in ("model", "total", "active", "layers", "KV heads", "context", "released", "license", "tags"):
+        table.add_column(col, justify="left" if col in ("model", "license", "tags", "released") else "right")
     for s in specs:
+        m = Q.meta(s.id)
         table.add_row(
-            s.id,
+            s.id + (" (added)" if catalog.is_user_model(s.id) else ""),
             f"{s.total_params:,}",
             f"{s.active_params:,}",
             str(s.num_layers),
             str(s.num_kv_heads),
             f"{s.max_context:,}" if s.max_context else "-",
+            m.release_date or "-",
+            m.license or "-",
+            ", ".join(m.tags) or "-",
         )
     out.print(table)
+
+
+@catalog_cmd.command("update")
+@click.argument("model_ids", nargs=-1, required=True)
+@revision_option
+@trust_option
+def catalog_update(model_ids, revision, trust_remote_code) -> None:
+    """Add models to your catalog from the Hub: their config counted exactly, kept in advisor's cache."""
+    from advisor.sources import catalog
+    from advisor.sources.hub import spec_from_hub
+
+    out, _ = _consoles()
+    for model_id in model_ids:
+        spec = spec_from_hub(model_id, revision=revision, trust_remote_code=trust_remote_code)
+        path = catalog.add_user_model(spec)
+        active = f", {spec.active_params:,} active" if spec.active_params != spec.total_params else ""
+        out.print(f"added {spec.id}: {spec.total_params:,} parameters{active}, context {spec.max_context or '-'} "
+                  f"(kept in {path})")  # fmt: skip
 
 
 def _register_optional_commands() -> None:

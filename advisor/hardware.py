@@ -52,7 +52,7 @@ from advisor.spec import Device, Hardware
 from advisor.textutil import first_line
 
 CACHE_FILE = "hardware.json"
-SCHEMA = 2  # bump when the meaning of a stored figure changes: older caches are re-measured
+SCHEMA = 3  # bump when the meaning of a stored figure changes: older caches are re-measured
 
 MiB = 2**20
 GiB = 2**30
@@ -879,6 +879,9 @@ def _torch_gpu_devices(nvml_gpus: list[dict[str, Any]], notes: list[str], measur
                 details["cuda_runtime_version"] = torch.version.cuda
             details["multiprocessors"] = getattr(props, "multi_processor_count", None)
             details["l2_cache_bytes"] = getattr(props, "L2_cache_size", None)
+            klass = table_device_class(props.name)
+            if klass:
+                details["device_class"] = klass
             try:
                 free, total = torch.cuda.mem_get_info(i)
             except Exception:
@@ -1492,3 +1495,22 @@ def fit_to_total(hw: Hardware) -> Hardware:
     (`--fit total`), as if nothing else were running."""
     devices = tuple(dataclasses.replace(d, free_bytes=None) for d in hw.devices)
     return dataclasses.replace(hw, devices=devices)
+
+
+def table_device_class(name: str) -> str | None:
+    """The accelerator table's class for a detected GPU ("NVIDIA H100 80GB HBM3" -> "cuda/hbm"), when the table
+    knows the card; the speed model's per-class defaults then apply to it."""
+    from advisor.accelerators import device_class, lookup, table
+    from advisor.errors import DeviceNotFoundError
+
+    words = name.replace("NVIDIA", "").replace("AMD", "").replace("-", " ").split()
+    for n in range(len(words), 0, -1):
+        try:
+            return device_class(lookup(" ".join(words[:n])))
+        except DeviceNotFoundError:
+            # 'H100 80GB' names the PCIe and SXM rows alike: one class for both is enough
+            wanted = [w.lower() for w in words[:n]]
+            classes = {device_class(a) for a in table() if all(w in a.name.lower() for w in wanted)}
+            if len(classes) == 1:
+                return classes.pop()
+    return None

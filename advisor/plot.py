@@ -39,10 +39,12 @@ def plot_recommendation(rec: Recommendation, hw: Hardware, path: str, *, calibra
         style = "-" if opt.runtime == "transformers" else "--"
         width = 2.5 if opt is rec.recommended else 1.2
         ax_mem.plot(ctxs, totals, style, linewidth=width, label=f"{opt.precision} ({opt.runtime})")
-        depths = [c for c in ctxs if c <= (opt.max_context or ctxs[-1])] or ctxs[:1]
-        place = S.plan(spec, opt.precision, hw, context=max(depths))
+        reach = opt.max_context_offload or opt.max_context or ctxs[-1]
+        depths = [c for c in ctxs if c <= reach] or ctxs[:1]
         speeds = []
         for d in depths:
+            # the placement that holds at this context: on the GPU while it fits, offloaded past that
+            place = S.plan(spec, opt.precision, hw, context=d)
             t, _ = S.decode_seconds(spec, opt.precision, hw, place, depth=d, calibration=calibration)
             speeds.append(1 / t if t else 0.0)
         ax_speed.plot(depths, speeds, style, linewidth=width, label=opt.precision)

@@ -3,9 +3,11 @@ HF cache, what an assistant model buys, and how many GPUs a model too big for on
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from advisor import quality as Q
 from advisor.costmodel import memory as M
 from advisor.costmodel import speed as S
 from advisor.recommend import recommend
@@ -22,6 +24,13 @@ class RankRow:
     best: Option | None
     reason: str
     error: str | None = None
+    quality: float | None = None  # for the purpose, on the anchor's scale, after the precision's cost
+    quality_basis: str = ""  # "coding" | "general quality (no coding score)" | "no score"
+    quality_sources: tuple[str, ...] = ()
+    quality_urls: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    license: str = ""
+    release_date: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -31,6 +40,13 @@ class RankRow:
             "best": self.best.to_json() if self.best else None,
             "reason": self.reason,
             "error": self.error,
+            "quality": self.quality,
+            "quality_basis": self.quality_basis,
+            "quality_sources": list(self.quality_sources),
+            "quality_urls": list(self.quality_urls),
+            "tags": list(self.tags),
+            "license": self.license,
+            "release_date": self.release_date,
         }
 
 
@@ -39,15 +55,129 @@ def _row(spec: ModelSpec, hw, **kwargs) -> RankRow:
     return RankRow(spec.id, spec.total_params, spec.active_params, rec.recommended, rec.reason)
 
 
-def rank_catalog(hw, *, top: int = 10, min_tok_s: float = 5.0, **kwargs) -> list[RankRow]:
-    """Catalog models this hardware runs at `min_tok_s` or more, biggest (by active params) first."""
+# Variants that share their base model's evaluations: the same weights stored another way.
+_STORAGE_SUFFIXES = ("-nvfp4", "-fp8", "-awq", "-gptq-int4", "-gptq-int8", "-gptq", "-gguf", "-bf16", "-mlx")
+
+
+def _base_id(model_id: str) -> str:
+    lowered = model_id.lower()
+    for suffix in _STORAGE_SUFFIXES:
+        if lowered.endswith(suffix):
+            return lowered[: -len(suffix)]
+    return lowered
+
+
+def model_quality(model_id: str, use: str) -> tuple[Q.Score | None, str]:
+    """The model's score for `use`, else its general score (said so), else none; a checkpoint stored in another
+    format (…-FP8, …-AWQ) takes its base model's scores."""
+    candidates = [model_id]
+    lowered = model_id.lower()
+    for suffix in _STORAGE_SUFFIXES:
+        if lowered.endswith(suffix):
+            candidates.append(model_id[: -len(suffix)])
+    for mid in candidates:
+        found = Q.score(mid, use)
+        if found is not None:
+            return found, use
+    if Q.USE_ALIASES.get(use, use) != "chat":
+        for mid in candidates:
+            found = Q.score(mid, "chat")
+            if found is not None:
+                return found, f"general quality (no {use} score)"
+    return None, "no score"
+
+
+def _best_for_quality(rec: Recommendation, base: float | None, min_tok_s: float) -> Option | None:
+    """Among the options that fit and reach `min_tok_s`: the fastest of those whose quantization costs no more than
+    the anchor's own uncertainty (Q.ANCHOR_SD) beyond the least costly one. A difference smaller than what the
+    ratings can tell apart is not worth a slower answer (q4_k_m fully on a GPU beats q8_0 spilling to the CPU);
+    else recommend's own pick."""
+    fast = [o for o in rec.options if o.fits and o.speed and o.speed.decode_tok_s >= min_tok_s]
+    if not fast:
+        return rec.recommended
+    least = min(Q.precision_penalty(o.precision) for o in fast)
+    close = [o for o in fast if Q.precision_penalty(o.precision) <= least + Q.ANCHOR_SD]
+    return max(close, key=lambda o: (o.speed.decode_tok_s, -Q.precision_penalty(o.precision)))
+
+
+def rank_catalog(
+    hw,
+    *,
+    top: int = 10,
+    min_tok_s: float = 5.0,
+    use: str = "chat",
+    lang: str | None = None,
+    license: str | None = None,
+    min_context: int | None = None,
+    **kwargs,
+) -> list[RankRow]:
+    """Catalog models this hardware runs at `min_tok_s` or more, best for `use` first: quality on one scale
+    (advisor.quality) less what the chosen precision costs; models without a score follow, biggest first."""
     from advisor.sources import catalog
 
-    rows = [_row(catalog.spec_from_catalog(m), hw, min_tok_s=min_tok_s, **kwargs) for m in catalog.known_ids()]
-    fast = [r for r in rows if r.best and r.best.speed and r.best.speed.decode_tok_s >= min_tok_s]
-    # Bigger active models answer better; among equals, better precision, then speed.
-    fast.sort(key=lambda r: (r.active_params, r.best.quality_rank, r.best.speed.decode_tok_s), reverse=True)
-    return fast[:top]
+    rows = []
+    for model_id in catalog.known_ids():
+        spec = catalog.spec_from_catalog(model_id)
+        meta = Q.meta(model_id)
+        if lang and lang.lower() not in {x.lower() for x in meta.languages}:
+            continue
+        if license == "permissive" and meta.permissive is not True:
+            continue
+        if min_context and (spec.max_context or 0) < min_context:
+            continue
+        rec = recommend(spec, hw, min_tok_s=min_tok_s, **kwargs)
+        found, basis = model_quality(model_id, "ko" if lang and lang.lower() == "ko" and use == "chat" else use)
+        best = _best_for_quality(rec, found.value if found else None, min_tok_s)
+        if best is None or not best.speed or best.speed.decode_tok_s < min_tok_s:
+            continue
+        value = found.value - Q.precision_penalty(best.precision) if found else None
+        rows.append(
+            RankRow(
+                spec.id, spec.total_params, spec.active_params, best, rec.reason, quality=value,
+                quality_basis=basis, quality_sources=found.sources if found else (),
+                quality_urls=found.urls if found else (), tags=meta.tags, license=meta.license,
+                release_date=meta.release_date,
+            )
+        )  # fmt: skip
+    rows.sort(
+        key=lambda r: (r.quality is not None, r.quality or 0.0, r.active_params, r.best.speed.decode_tok_s),
+        reverse=True,
+    )
+    # One row per model: a checkpoint stored another way (…-FP8) shares its base model's scores; keep the better.
+    seen: set[str] = set()
+    unique = []
+    for r in rows:
+        base = _base_id(r.model)
+        if base not in seen:
+            seen.add(base)
+            unique.append(r)
+    rows = unique[:top]
+    return [dataclasses.replace(r, reason=_why(r, rows[i + 1] if i + 1 < len(rows) else None, use))
+            for i, r in enumerate(rows)]  # fmt: skip
+
+
+def _why(row: RankRow, nxt: RankRow | None, use: str) -> str:
+    """Why this row ranks above the next one."""
+    b = row.best
+    mine = f"{row.model.split('/')[-1]} {b.precision}" if b else row.model
+    speed = f"{b.speed.decode_tok_s:.0f} tok/s" if b and b.speed else "-"
+    if nxt is None:
+        return f"{mine}: {speed}"
+    nb = nxt.best
+    theirs = f"{nxt.model.split('/')[-1]} {nb.precision}" if nb else nxt.model
+    their_speed = f"{nb.speed.decode_tok_s:.0f}" if nb and nb.speed else "-"
+    what = "coding" if use == "coding" else use if use in Q.USES else "quality"
+    if row.quality is not None and nxt.quality is not None:
+        return (
+            f"{mine}: higher {what} score than {theirs} ({row.quality:.0f} vs {nxt.quality:.0f}), "
+            f"{speed} vs {their_speed}"
+        )
+    if row.quality is not None:
+        return f"{mine}: has a {what} score, {theirs} has none; {speed} vs {their_speed}"
+    return (
+        f"{mine}: no score for either; more active parameters ({row.active_params / 1e9:.1f}B vs "
+        f"{nxt.active_params / 1e9:.1f}B), {speed} vs {their_speed}"
+    )
 
 
 def cached_fits(hw, **kwargs) -> list[RankRow]:

@@ -59,7 +59,8 @@ def price(
     placement = S.plan(spec, precision, hw, context=context, headroom=headroom, **knobs)
     main_kind = next((d.kind for d in hw.devices if d.kind != "cpu"), "cpu")
     mem = M.estimate(spec, precision, context=context, device_kind=main_kind, **knobs)
-    max_ctx = _max_context(spec, precision, hw, headroom=headroom, **knobs)
+    max_ctx = _max_context(spec, precision, hw, headroom=headroom, keep=placement, **knobs)
+    offload = _offload_reach(spec, precision, hw, max_ctx, headroom=headroom, calibration=calibration, **knobs)
     speed = S.estimate_speed(
         spec,
         precision,
@@ -100,6 +101,7 @@ def price(
         speed=speed,
         per_device_bytes=placement.bytes,
         notes=tuple(notes),
+        **offload,
     )
 
 
@@ -112,16 +114,50 @@ def _max_context(
     prompt_tokens: int,
     headroom: float,
     llama: M.LlamaCppSettings = M.DEFAULT_LLAMA,
+    keep: S.Placement | None = None,
 ) -> int:
-    """Longest context whose plan still fits (bisection over the placement)."""
+    """Longest context whose plan still fits (bisection over the placement); with `keep`, the longest that still
+    fits in that same placement (the same layers on each device), so the figure shown beside a placement holds
+    for it: past it the plan would move layers to the CPU and run at another speed."""
+    same = {k: v for k, v in keep.layers.items() if v} if keep is not None and keep.fits else None
 
     def fits(ctx: int) -> bool:
         plan = S.plan(
             spec, precision, hw, context=ctx, batch=batch, prompt_tokens=prompt_tokens, headroom=headroom, llama=llama
         )
-        return plan.fits
+        return plan.fits and (same is None or {k: v for k, v in plan.layers.items() if v} == same)
 
     return M.longest_fitting(spec.max_context or M.DEFAULT_CONTEXT_LIMIT, fits)
+
+
+def _offload_reach(
+    spec: ModelSpec,
+    precision: str,
+    hw: Hardware,
+    max_ctx: int,
+    *,
+    batch: int,
+    prompt_tokens: int,
+    headroom: float,
+    calibration: S.Calibration,
+    llama: M.LlamaCppSettings = M.DEFAULT_LLAMA,
+) -> dict:
+    """The longer context reachable by offloading layers to the CPU, its placement and its speed there: {} when
+    offloading reaches no further (or there is no GPU)."""
+    if not hw.accelerators:
+        return {}
+    longest = _max_context(spec, precision, hw, batch=batch, prompt_tokens=prompt_tokens, headroom=headroom,
+                           llama=llama)  # fmt: skip
+    if longest <= max_ctx:
+        return {}
+    place = S.plan(spec, precision, hw, context=longest, batch=batch, prompt_tokens=prompt_tokens, headroom=headroom,
+                   llama=llama)  # fmt: skip
+    seconds, _ = S.decode_seconds(spec, precision, hw, place, depth=longest, calibration=calibration, llama=llama)
+    return {
+        "max_context_offload": longest,
+        "offload_placement": place.label,
+        "offload_decode_tok_s": 1 / seconds if seconds > 0 else None,
+    }
 
 
 def choose(

@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from advisor.spec import ModelSpec, Option, Recommendation
-from advisor.textutil import clean
+from advisor.textutil import clean, shorten
 
 GB = 1e9
 
@@ -145,7 +145,8 @@ def options_table(rec: Recommendation) -> Table:
             gb(opt.memory.overhead_bytes),
             gb(opt.memory.total_bytes),
             "yes" if opt.fits else "no",
-            context(opt.max_context),
+            context(opt.max_context)
+            + (f" ({context(opt.max_context_offload)} offloaded)" if opt.max_context_offload else ""),
             decode,
             seconds(sp.ttft_s) if sp else "-",
             style=style,
@@ -196,6 +197,15 @@ def print_recommendation(rec: Recommendation, console: Console, err: Console) ->
             console.print(styled(line, "dim"))
         for note in rec.recommended.notes:
             console.print(styled(f"note: {note}", "yellow"))
+        r = rec.recommended
+        if r.max_context_offload:
+            console.print(
+                styled(
+                    f"Context: up to {r.max_context:,} tokens on {r.placement}; {r.max_context_offload:,} with layers "
+                    f"offloaded ({r.offload_placement}) at ~{tok_s(r.offload_decode_tok_s)} tok/s.",
+                    "dim",
+                )
+            )
     else:
         console.print(styled(f"No recommendation: {rec.reason}.", "bold red"))
     for warning in rec.warnings:
@@ -206,35 +216,46 @@ def print_ranking(rows, console: Console, *, as_json: bool = False, title: str =
     if as_json:
         print_json({"title": title, "models": [r.to_json() for r in rows]}, console)
         return
-    table = Table(title=title, header_style="bold")
-    for col, justify in (
-        ("model", "left"),
-        ("params", "right"),
-        ("active", "right"),
-        ("best option", "left"),
-        ("total GB", "right"),
-        ("decode tok/s", "right"),
-        ("max context", "right"),
-    ):
-        table.add_column(col, justify=justify)
-    for r in rows:
-        if r.error:
-            table.add_row(r.model, "-", "-", styled(r.error, "red"), "-", "-", "-")
-            continue
-        b = r.best
-        table.add_row(
-            r.model,
-            params(r.total_params),
-            params(r.active_params),
-            f"{b.precision} on {b.placement}" if b else "does not fit",
-            gb(b.memory.total_bytes) if b else "-",
-            tok_s(b.speed.decode_tok_s) if b and b.speed else "-",
-            context(b.max_context) if b else "-",
-        )
     if not rows:
         console.print(f"{title}: none.")
         return
+    ranked = any(getattr(r, "quality_basis", "") for r in rows)
+    table = Table(title=title, header_style="bold")
+    columns = [("#", "right"), ("model", "left"), ("params", "right"), ("active", "right")]
+    if ranked:
+        columns += [("quality", "right"), ("from", "left")]
+    columns += [("best option", "left"), ("total GB", "right"), ("decode tok/s", "right"), ("max context", "right")]
+    for col, justify in columns:
+        table.add_column(col, justify=justify)
+    for i, r in enumerate(rows, 1):
+        if r.error:
+            table.add_row(str(i), r.model, "-", "-", *(["-", "-"] if ranked else []), styled(r.error, "red"), "-", "-",
+                          "-")  # fmt: skip
+            continue
+        b = r.best
+        cells = [str(i), r.model, params(r.total_params), params(r.active_params)]
+        if ranked:
+            basis = r.quality_basis if r.quality is None or r.quality_basis.startswith("general") else ""
+            source = (r.quality_sources[0] if r.quality_sources else "") + (f"; {basis}" if basis else "")
+            cells += [f"{r.quality:.0f}" if r.quality is not None else "no score", shorten(source, 60)]
+        cells += [
+            f"{b.precision} ({b.runtime}) on {b.placement}" if b else "does not fit",
+            gb(b.memory.total_bytes) if b else "-",
+            tok_s(b.speed.decode_tok_s) if b and b.speed else "-",
+            context(b.max_context) if b else "-",
+        ]
+        table.add_row(*cells)
     console.print(table)
+    if ranked:
+        console.print(
+            styled(
+                "quality: LMArena-scale points for the purpose (other evaluations mapped onto it; sources in "
+                "data/SOURCES.md), less what the precision costs (llama.cpp KL divergence); --json lists every source",
+                "dim",
+            )
+        )
+        for i, r in enumerate(rows, 1):
+            console.print(styled(f"{i}. {r.reason}", "dim"))
 
 
 def print_extras(extra: dict[str, Any], console: Console) -> None:

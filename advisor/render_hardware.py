@@ -31,9 +31,11 @@ def _source(source: str | None) -> Text:
 
 
 def _gb(n: float | None) -> str:
+    """Memory in binary units, as it is sold and as CUDA and the OS report it (24 GiB, not 25.8 GB)."""
     if n is None:
         return "-"
-    return f"{n / GB:.2f} GB" if n < 10 * GB else f"{n / GB:.1f} GB"
+    gib = n / 2**30
+    return f"{gib:.2f} GiB" if gib < 10 else f"{gib:.1f} GiB"
 
 
 def _rate(x: float | None, unit: str) -> str:

@@ -57,7 +57,12 @@ def kv_elements(layers: int, hidden: int, depth: int) -> int:
 
 def fit(samples: dict[str, dict[str, float]]) -> StepCosts:
     """StepCosts from per-shape timings: {shape: {"decode_s", "decode_long_s", "prefill_short_s",
-    "prefill_long_s"}} (seconds per decode step at the short and long depth, seconds of the two prefills)."""
+    "prefill_long_s"}} (seconds per decode step at the short and long depth, seconds of the two prefills).
+
+    A deeper cache costs twice over: per cached token whatever the model's width (the causal mask and positions
+    are built once a step, for all layers) and per cached K/V element (reading it, and the cache's own copies).
+    The narrow tiny2 and the wide8 timed at both depths separate the two: on a 2-layer, 64-wide model nearly all
+    of the depth cost is the per-token part, which a per-element rate would have spread over 8x fewer elements."""
     l2 = SHAPES["tiny2"][0]
     l8 = SHAPES["tiny8"][0]
     lw, hw, iw = SHAPES["wide8"]
@@ -69,14 +74,26 @@ def fit(samples: dict[str, dict[str, float]]) -> StepCosts:
     rate = elements / weights_s if weights_s > 0 else elements / max(tw, 1e-9)
     long = samples["wide8"]["decode_long_s"]
     extra = kv_elements(lw, hw, DEPTH_LONG) - kv_elements(lw, hw, DEPTH_SHORT)
-    context = max((long - tw) / extra, 0.0) if extra else 0.0
+    depth = DEPTH_LONG - DEPTH_SHORT
+    per_token_depth = 0.0
+    if "decode_long_s" in samples["tiny2"]:
+        l2_, h2, _i2 = SHAPES["tiny2"]
+        extra2 = kv_elements(l2_, h2, DEPTH_LONG) - kv_elements(l2_, h2, DEPTH_SHORT)
+        d_wide, d_tiny = max(long - tw, 0.0), max(samples["tiny2"]["decode_long_s"] - t2, 0.0)
+        per_element = (d_wide - d_tiny) / (extra - extra2) if extra > extra2 else 0.0
+        if per_element < 0:  # disturbed: the tiny model's depth cost is all per token
+            per_element = 0.0
+        per_token_depth = max((d_tiny - extra2 * per_element) / depth, 0.0)
+        context = per_element
+    else:
+        context = max((long - tw) / extra, 0.0) if extra else 0.0
     p_short, p_long = samples["wide8"]["prefill_short_s"], samples["wide8"]["prefill_long_s"]
     per_token_prefill = (p_long - p_short) / (PREFILL_LONG - PREFILL_SHORT)
     if per_token_prefill <= 0:  # a disturbed pair: the long prefill's own rate is the better figure
         per_token_prefill = p_long / PREFILL_LONG
     pass_s = max(p_short - PREFILL_SHORT * per_token_prefill, 0.0)
     prefill_rate = matmul_elements(lw, hw, iw) / per_token_prefill
-    return StepCosts(per_token, per_layer, rate, context, pass_s, prefill_rate)
+    return StepCosts(per_token, per_layer, rate, context, pass_s, prefill_rate, per_token_depth)
 
 
 def rounded(costs: StepCosts) -> dict[str, float]:
@@ -84,7 +101,7 @@ def rounded(costs: StepCosts) -> dict[str, float]:
     return {k: float(f"{v:.6g}") for k, v in costs.to_json().items()}
 
 
-def _time_engine(engine, *, full: bool) -> dict[str, float]:
+def _time_engine(engine, *, full: bool, long: bool = False) -> dict[str, float]:
     """Seconds per decode step after a warm-up; with `full`, also at the long depth and the two prefills (only the
     wide model needs those). Each figure is the fastest of its repeats: other work on the machine only ever adds
     time, so the minimum is the closest to what the step itself costs."""
@@ -101,6 +118,8 @@ def _time_engine(engine, *, full: bool) -> dict[str, float]:
         return min(engine.generate(prompt, max_new_tokens=1, exact_length=True).ttft_s for _ in range(REPEATS))
 
     out = {"decode_s": step(short)}
+    if long and not full:
+        out["decode_long_s"] = step([5] * DEPTH_LONG, 2)
     if full:
         out.update(decode_long_s=step([5] * DEPTH_LONG, 2), prefill_short_s=prefill(PREFILL_SHORT),
                    prefill_long_s=prefill(PREFILL_LONG))  # fmt: skip
@@ -164,7 +183,7 @@ def measure_transformers(dtypes: tuple[str, ...] = TRANSFORMERS_DTYPES, device: 
                 model, _NoTokenizer(), artifact=Artifact("probe", Path("."), "transformers", "probe"),
                 options=LoadOptions(dtype), load_seconds=0.0,
             )  # fmt: skip
-            samples[name] = _time_engine(engine, full=name == "wide8")
+            samples[name] = _time_engine(engine, full=name == "wide8", long=name == "tiny2")
             engine.close()
         costs = fit(samples)
         if plausible(costs):
@@ -253,16 +272,16 @@ def measure_llamacpp_here(workdir: Path, types: tuple[str, ...] = LLAMA_TYPES) -
     from advisor.engines.base import Artifact, LoadOptions
     from advisor.engines.llamacpp import LlamaCppEngine, quantize_here
 
-    def timed(path: Path, full: bool) -> dict[str, float]:
+    def timed(path: Path, full: bool, long: bool = False) -> dict[str, float]:
         engine = LlamaCppEngine.load(Artifact("probe", path, "llama.cpp", "probe"),
                                      LoadOptions("gguf-file", context=1024, gpu_layers=0))  # fmt: skip
         try:
-            return _time_engine(engine, full=full)
+            return _time_engine(engine, full=full, long=long)
         finally:
             engine.close()
 
     workdir.mkdir(parents=True, exist_ok=True)
-    constants = {name: timed(write_probe_gguf(workdir / f"{name}.gguf", *SHAPES[name], "F32"), False)
+    constants = {name: timed(write_probe_gguf(workdir / f"{name}.gguf", *SHAPES[name], "F32"), False, name == "tiny2")
                  for name in ("tiny2", "tiny8")}  # fmt: skip
     out: dict[str, Any] = {}
     f16 = None

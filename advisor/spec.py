@@ -57,6 +57,9 @@ class ParamBreakdown(_Json):
     attn_v: int = 0  # v projections: llama.cpp's *_M mixes keep some of them at higher precision
     ffn_down: int = 0  # down projections: likewise
     attn_output: int = 0  # attention output projections: raised in llama.cpp's Q3_K_M and Q2_K
+    # Embedding tables besides the input embedding (Gemma 3n/4's per-layer embeddings), inside `other`: a token
+    # reads one row of each, so decode does not stream them.
+    lookup: int = 0
 
     @property
     def total(self) -> int:
@@ -142,10 +145,12 @@ class StepCosts(_Json):
     context_s_per_element: float  # attention over the cache, per cached K/V element per step
     prefill_pass_s: float  # a prefill pass's constant
     prefill_elements_per_s: float  # token x weight-element products per second in a prefill pass
+    context_s_per_token: float = 0.0  # per cached token per step, whatever the width (mask, positions)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> StepCosts:
-        return cls(**{f.name: float(data[f.name]) for f in dataclasses.fields(cls)})
+        fields = dataclasses.fields(cls)
+        return cls(**{f.name: float(data.get(f.name, f.default)) for f in fields})  # a missing field: TypeError
 
 
 @dataclass(frozen=True)
@@ -239,6 +244,11 @@ class Option(_Json):
     speed: SpeedEstimate | None = None
     per_device_bytes: dict[str, int] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    # The longest context reachable by moving more layers off the GPU (longer than max_context, which keeps the
+    # shown placement), the placement that takes, and its decode speed at that depth.
+    max_context_offload: int | None = None
+    offload_placement: str | None = None
+    offload_decode_tok_s: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -253,6 +263,9 @@ class Option(_Json):
             "batch": self.memory.batch,
             "fits": self.fits,
             "max_context": self.max_context,
+            "max_context_offload": self.max_context_offload,
+            "offload_placement": self.offload_placement,
+            "offload_decode_tok_s": self.offload_decode_tok_s,
             "quality_rank": self.quality_rank,
             "per_device_bytes": dict(self.per_device_bytes),
             "notes": list(self.notes),

@@ -536,3 +536,40 @@ def test_ctrl_c_in_a_terminal_stops_the_answer_and_the_prompt_comes_back(chat_mo
         os.close(master)
     saved = json.loads((tmp_path / "partial.json").read_text())
     assert [m["role"] for m in saved] == ["user", "assistant"] and saved[1]["content"]
+
+
+def test_the_prompt_is_the_same_tokens_in_both_runtimes_and_in_llama_cpp_pythons_own_chat(embedded_source):
+    """Before blaming the model for an answer, the prompt must be identical: transformers' template, the GGUF's
+    template through advisor's llama.cpp engine, and llama-cpp-python's own chat completion formatter."""
+    from advisor.engines import Artifact, LoadOptions, llamacpp, open_engine
+    from advisor.paths import EMBEDDED_ID, embedded_gguf
+
+    if not llamacpp.usable():
+        pytest.skip(llamacpp.unavailable_reason())
+    messages = [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "What is the capital of France? Answer in one word."},
+        {"role": "assistant", "content": "Paris."},
+        {"role": "user", "content": "And of Italy?"},
+    ]
+    hf = open_engine(embedded_source, LoadOptions("fp32"))
+    gguf = Artifact(EMBEDDED_ID, embedded_gguf(), "llama.cpp", "embedded")
+    gg = open_engine(gguf, LoadOptions("gguf-file", context=256))
+    try:
+        for convo in (messages[1:2], messages):
+            ours = gg.chat_prompt(convo)
+            assert hf.chat_prompt(convo) == ours
+            # llama-cpp-python's chat completion path: the GGUF template through its own formatter
+            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+            llm = gg.llm
+            fmt = Jinja2ChatFormatter(
+                template=llm.metadata["tokenizer.chat_template"],
+                eos_token=llm._model.token_get_text(llm.token_eos()),
+                bos_token=llm._model.token_get_text(llm.token_bos()),
+            )
+            text = fmt(messages=convo).prompt
+            assert llm.tokenize(text.encode(), add_bos=False, special=True) == ours
+    finally:
+        hf.close()
+        gg.close()

@@ -120,3 +120,19 @@ def test_load_config_file_errors(tmp_path):
         load_config_file(bad)
     with pytest.raises(ConfigError, match="Cannot read"):
         load_config_file(tmp_path / "missing.json")
+
+
+def test_moe_counts_nested_in_a_sub_config_are_found():
+    """DBRX keeps its router settings in `ffn_config` (moe_num_experts, moe_top_k): active < total, exactly
+    total - routed x (1 - k / E)."""
+    from advisor.sources.config import spec_from_config
+
+    cfg = {
+        "model_type": "dbrx", "d_model": 256, "n_heads": 4, "n_layers": 2, "vocab_size": 1000, "max_seq_len": 2048,
+        "ffn_config": {"moe_num_experts": 16, "moe_top_k": 4, "ffn_hidden_size": 512},
+        "attn_config": {"kv_n_heads": 2, "rope_theta": 500000, "clip_qkv": 8},
+    }  # fmt: skip
+    spec = spec_from_config(cfg, model_id="tiny/dbrx", cache=False)
+    assert (spec.num_experts, spec.experts_per_token) == (16, 4)
+    routed = spec.params.routed_experts
+    assert routed > 0 and spec.active_params == spec.total_params - routed * 12 // 16

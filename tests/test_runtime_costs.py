@@ -9,7 +9,7 @@ from advisor.costmodel import speed as S
 from advisor.spec import Device, Hardware, StepCosts
 
 TRUE = StepCosts(per_token_s=4e-4, per_layer_s=2e-4, elements_per_s=6e9, context_s_per_element=1.5e-9,
-                 prefill_pass_s=1e-2, prefill_elements_per_s=1e11)  # fmt: skip
+                 prefill_pass_s=1e-2, prefill_elements_per_s=1e11, context_s_per_token=3e-6)  # fmt: skip
 
 
 def timings(costs: StepCosts) -> dict[str, dict[str, float]]:
@@ -20,6 +20,7 @@ def timings(costs: StepCosts) -> dict[str, dict[str, float]]:
         step = costs.per_token_s + layers * costs.per_layer_s + elements / costs.elements_per_s
         long = step + costs.context_s_per_element * (R.kv_elements(layers, hidden, R.DEPTH_LONG)
                                                      - R.kv_elements(layers, hidden, R.DEPTH_SHORT))  # fmt: skip
+        long += costs.context_s_per_token * (R.DEPTH_LONG - R.DEPTH_SHORT)
         prefill = {n: costs.prefill_pass_s + n * elements / costs.prefill_elements_per_s
                    for n in (R.PREFILL_SHORT, R.PREFILL_LONG)}  # fmt: skip
         out[name] = {"decode_s": step, "decode_long_s": long, "prefill_short_s": prefill[R.PREFILL_SHORT],
@@ -34,6 +35,7 @@ def test_the_fit_recovers_the_costs_of_a_machine():
     assert fitted.per_token_s == pytest.approx(TRUE.per_token_s, rel=0.05)
     assert fitted.elements_per_s == pytest.approx(TRUE.elements_per_s, rel=0.02)
     assert fitted.context_s_per_element == pytest.approx(TRUE.context_s_per_element, rel=1e-6)
+    assert fitted.context_s_per_token == pytest.approx(TRUE.context_s_per_token, rel=1e-6)
     assert fitted.prefill_pass_s == pytest.approx(TRUE.prefill_pass_s, rel=1e-6)
     assert fitted.prefill_elements_per_s == pytest.approx(TRUE.prefill_elements_per_s, rel=1e-6)
     assert R.plausible(fitted)
@@ -55,7 +57,7 @@ def test_decode_uses_the_measured_costs_where_the_probe_took_them():
     layers_elements, head = S.matmul_elements(spec)
     kv = spec.kv.full_elements * 64
     expected = TRUE.per_token_s + spec.num_layers * TRUE.per_layer_s + (layers_elements + head) / TRUE.elements_per_s
-    expected += kv * TRUE.context_s_per_element
+    expected += kv * TRUE.context_s_per_element + 64 * TRUE.context_s_per_token
     seconds, basis = S.decode_seconds(spec, "bf16", hw, place, depth=64)
     assert seconds == pytest.approx(expected, rel=1e-6) and basis["devices"]["cpu"]["measured_costs"]
     # fp32 was not timed: the tables' defaults price it.
@@ -109,3 +111,14 @@ def test_a_probe_gguf_runs_in_llama_cpp(tmp_path):
         assert gen.new_tokens == 6 and gen.decode_tok_s > 0
     finally:
         engine.close()
+
+
+def test_the_speed_model_knows_the_probe_models_size():
+    assert R.matmul_elements(*R.SHAPES["wide8"]) == S.PROBE_MATMUL_ELEMENTS
+
+
+def test_old_profiles_without_the_per_token_depth_cost_still_read():
+    data = {k: v for k, v in TRUE.to_json().items() if k != "context_s_per_token"}
+    assert StepCosts.from_json(data).context_s_per_token == 0.0
+    with pytest.raises(TypeError):
+        StepCosts.from_json({k: v for k, v in data.items() if k != "per_token_s"})

@@ -50,9 +50,25 @@ EFFICIENCY: dict[tuple[str, str, str], float] = {
     ("transformers", "prequant", "cpu"): 0.30,
     ("transformers", "prequant", "cuda"): 0.55,
     ("transformers", "prequant", "mps"): 0.30,
-    ("llama.cpp", "gguf", "cpu"): 0.70,
-    ("llama.cpp", "gguf", "cuda"): 0.75,
-    ("llama.cpp", "gguf", "mps"): 0.75,
+    # NOTE: llama.cpp on a CPU priced from a datasheet bandwidth (hypothetical hardware; a probed CPU uses its measured
+    # step costs instead): 6 public runs on Apple chips' CPU cores reached 0.35 of the chip's bandwidth
+    # (data/measurements.csv via benchmarks/public_accuracy.py; the SoC's figure is the GPU's, CPU cores reach less).
+    ("llama.cpp", "gguf", "cpu"): 0.35,
+    # NOTE: llama.cpp decode on table hardware, by advisor.accelerators.device_class: fraction of the table
+    # bandwidth (and FIXED_PER_LAYER below: a cost per layer per token, kernel launches and host graph work),
+    # fitted by `benchmarks/public_accuracy.py --holdout` on public llama-bench runs (data/measurements.csv):
+    # XiongjieDai/GPU-Benchmarks-on-LLM-Inference's Llama-3 notebooks (build 2824, flash attention off), llama.cpp
+    # PRs #2059/#5835/#13324/#4812/#21024 and geerlingguy's issues, rows at mean depth <= 1024; checked on the other
+    # sources (the same repo's Dec-2023 runs, mlc-ai/llm-perf-bench, llama.cpp's dgx-spark bench, AtomGradient,
+    # normiebench): median 9%, p90 21% on 144 GPU rows where 0.75 and 0.02 ms gave 12% and 53%. A100/H100 reach
+    # ~0.6 of HBM bandwidth plus 0.13 ms a layer, why Llama-3-8B Q4_K_M runs 133-144 tok/s there where bandwidth
+    # alone allows 230+; GDDR cards ~0.9 plus 0.09-0.10 ms; Apple GPUs 0.78 plus 0.165 ms. AMD/Intel: 7 rows only.
+    ("llama.cpp", "gguf", "cuda"): 0.88,
+    ("llama.cpp", "gguf", "cuda/hbm"): 0.62,
+    ("llama.cpp", "gguf", "cuda/geforce"): 0.92,
+    ("llama.cpp", "gguf", "cuda/pro"): 0.88,
+    ("llama.cpp", "gguf", "cuda/other"): 0.66,
+    ("llama.cpp", "gguf", "mps"): 0.78,
 }
 
 # NOTE: fixed cost per decoder layer per token (seconds): Python dispatch and kernel launches.
@@ -66,8 +82,13 @@ FIXED_PER_LAYER: dict[tuple[str, str], float] = {
     ("transformers", "cuda"): 0.50e-3,
     ("transformers", "mps"): 0.60e-3,
     ("llama.cpp", "cpu"): 0.03e-3,
-    ("llama.cpp", "cuda"): 0.02e-3,
-    ("llama.cpp", "mps"): 0.02e-3,
+    # NOTE: see EFFICIENCY's llama.cpp note (benchmarks/public_accuracy.py fit on public llama-bench runs).
+    ("llama.cpp", "cuda"): 0.09e-3,
+    ("llama.cpp", "cuda/hbm"): 0.13e-3,
+    ("llama.cpp", "cuda/geforce"): 0.10e-3,
+    ("llama.cpp", "cuda/pro"): 0.09e-3,
+    ("llama.cpp", "cuda/other"): 0.11e-3,
+    ("llama.cpp", "mps"): 0.165e-3,
 }
 
 # NOTE: fraction of peak matrix throughput that prefill reaches (large GEMMs): ~0.6 on GPUs for
@@ -138,7 +159,11 @@ class Calibration:
 
     @staticmethod
     def eff(runtime: str, kind: str, device: str, precision: str | None = None) -> tuple[float, bool]:
-        return EFFICIENCY.get((runtime, kind, device), 0.5), False
+        """`device` is a device class ("cuda/hbm") or kind ("cuda"): the class's figure where the table has one."""
+        for key in (device, device.split("/")[0]):
+            if (runtime, kind, key) in EFFICIENCY:
+                return EFFICIENCY[(runtime, kind, key)], False
+        return 0.5, False
 
     @staticmethod
     def context(runtime: str, precision: str, device: str) -> tuple[float, bool]:
@@ -146,7 +171,15 @@ class Calibration:
 
     @staticmethod
     def fixed(runtime: str, device: str) -> tuple[float, bool]:
-        return FIXED_PER_LAYER.get((runtime, device), 0.3e-3), False
+        for key in (device, device.split("/")[0]):
+            if (runtime, key) in FIXED_PER_LAYER:
+                return FIXED_PER_LAYER[(runtime, key)], False
+        return 0.3e-3, False
+
+
+def device_key(dev: Device) -> str:
+    """The device's class where the accelerator table gave one (advisor.accelerators.device_class), else its kind."""
+    return str((dev.details or {}).get("device_class") or dev.kind)
 
 
 NO_CALIBRATION = Calibration()
@@ -351,7 +384,12 @@ def bytes_per_token(
     kv = M.kv_cache_bytes(
         spec, depth, batch=batch, dtype_bytes=M.cache_dtype_bytes(precision, llama), runtime=prec.runtime, llama=llama
     )
-    return {"layers": w.layers - unread_experts, "head": head, "embedding_rows": emb_rows, "kv_cache": kv}
+    # per-layer embedding tables (Gemma 3n/4) are looked up, one row per token: not streamed
+    params = M._breakdown_or_guess(spec)
+    layer_params = max(spec.total_params - params.embedding - params.lm_head, 1)
+    unread_lookup = int(w.layers * params.lookup / layer_params)
+    layers = w.layers - unread_experts - unread_lookup
+    return {"layers": layers, "head": head, "embedding_rows": emb_rows, "kv_cache": kv}
 
 
 # NOTE: per weight element, bitsandbytes' CPU kernels against the bf16 matmul the probe times: LLM.int8 quantizes
@@ -361,12 +399,20 @@ def bytes_per_token(
 BNB_CPU_ELEMENT_FACTOR = {"bnb8": 1.7, "bnb4": 0.45, "prequant": 1.0}
 # NOTE: llama.cpp tensor types the probe does not time, by the timed one whose kernel they share on x86
 # (ggml-cpu: Q5_0/Q5_1 dot products take Q8_0/Q8_1 activations like Q4_1; IQ4_NL repacks like Q4_0; Q5_K,
-# Q3_K, Q2_K and IQ4_XS run the generic K-quant dot product like Q6_K; F32 streams twice F16's bytes).
+# Q3_K, Q2_K and IQ4_XS run the generic K-quant dot product like Q6_K; F32 and BF16 the float path like F16:
+# their different bytes are the stream term's, see _measured_step).
 LLAMA_RATE_CLASS = {
     "F32": "F16", "BF16": "F16", "Q5_0": "Q4_1", "Q5_1": "Q4_1", "IQ4_NL": "Q4_0", "Q5_K": "Q6_K", "Q3_K": "Q6_K",
     "Q2_K": "Q6_K", "IQ4_XS": "Q6_K",
 }  # fmt: skip
-LLAMA_RATE_FACTOR = {"F32": 0.5}
+LLAMA_RATE_FACTOR: dict[str, float] = {}
+# NOTE: llama.cpp's CPU kernels do not hide memory behind arithmetic: a decode step costs the dot products at the
+# rate the probe timed on its small (cache-resident, 14-48 MB) models *plus* streaming the weights from DRAM once
+# they are larger than that. On this 2-core VM (DRAM 30.6 GB/s) the sum put the embedded SmolLM2-135M within 3-7%
+# of measured in Q4_1, BF16 and F32 GGUF, where the larger of the two missed by 26-95% (benchmarks/accuracy.py,
+# NOTES.md "llama.cpp on the CPU: compute plus stream"). transformers' torch GEMV overlaps the two (its probe
+# models, 48-97 MB, already stream), so there the larger of the two holds.
+PROBE_MATMUL_ELEMENTS = 24_248_320  # advisor.runtime_costs: the wide8 probe's weight elements
 
 
 def measured_costs(dev: Device, runtime: str, key: str) -> StepCosts | None:
@@ -418,6 +464,7 @@ def _measured_step(
     read_bytes: float,
     kv_elements: float,
     tokens: int,
+    depth: int = 0,
 ) -> tuple[float, dict] | None:
     """Seconds of this device's part of a decode step from the probe's measured step costs, or None when the probe
     did not time this runtime and format here. Weights cost their elements at the kernels' measured rate, never
@@ -453,15 +500,24 @@ def _measured_step(
     compute = sum(n * tokens / (c.elements_per_s * f) for c, n, f in groups if c.elements_per_s > 0)
     llc = float((dev.details or {}).get("llc_bytes") or 0)
     bw = float(dev.bandwidth_gbps or 0.0) * GB
-    stream = read_bytes / bw if bw > 0 and read_bytes > llc else 0.0
+    if prec.runtime == "llama.cpp" and dev.kind == "cpu":
+        elements_here = layer_elements * share + (head_elements if head else 0)
+        probe_bytes = PROBE_MATMUL_ELEMENTS * read_bytes / max(elements_here, 1)
+        stream = read_bytes / bw if bw > 0 and read_bytes > probe_bytes else 0.0
+        weights_s = compute + stream
+    else:
+        stream = read_bytes / bw if bw > 0 and read_bytes > llc else 0.0
+        weights_s = max(compute, stream)
     constant = main.per_token_s if head else 0.0
-    t = max(compute, stream) + constant + main.per_layer_s * layers * share + main.context_s_per_element * kv_elements
+    # attention over the cache: per cached element on every device, and per cached token once a step (the mask)
+    context = main.context_s_per_element * kv_elements + (main.context_s_per_token * depth if head else 0.0)
+    t = weights_s + constant + main.per_layer_s * layers * share + context
     return t, {
         "compute_s": compute,
         "stream_s": stream,
         "constant_s": constant,
         "layers_s": main.per_layer_s * layers * share,
-        "context_s": main.context_s_per_element * kv_elements,
+        "context_s": context,
         "measured_costs": True,
     }
 
@@ -521,14 +577,14 @@ def decode_seconds(
         bw = _device_bandwidth(dev, precision)
         measured = _measured_step(
             spec, precision, dev, share=n / total_layers, head=label == placement.head_device, read_bytes=read,
-            kv_elements=kv_elements, tokens=tokens,
+            kv_elements=kv_elements, tokens=tokens, depth=depth * batch,
         )  # fmt: skip
         if measured is not None:
             t, info = measured
             info.update(bytes=int(read), bandwidth_gbps=bw, bandwidth_source=dev.bandwidth_source)
         else:
-            eff, _ = calibration.eff(prec.runtime, prec.kind, compute_kind, precision)
-            fixed, _ = calibration.fixed(prec.runtime, compute_kind)
+            eff, _ = calibration.eff(prec.runtime, prec.kind, device_key(dev), precision)
+            fixed, _ = calibration.fixed(prec.runtime, device_key(dev))
             per_element, _ = calibration.context(prec.runtime, precision, compute_kind)
             t = read / (bw * eff * GB) if bw > 0 else math.inf
             if tokens > 1:
@@ -669,10 +725,10 @@ def prefill_seconds(
         if precision == "fp32" and dev.kind != "cpu":
             mm_eff *= 0.25  # NOTE: fp32 on tensor-core GPUs runs at ~1/4 of the 16-bit rate (TF32 off)
         compute = flops / (peak * mm_eff) if peak > 0 else math.inf
-        eff, _ = calibration.eff(prec.runtime, prec.kind, dev.kind, precision)
+        eff, _ = calibration.eff(prec.runtime, prec.kind, device_key(dev), precision)
         bw = _device_bandwidth(dev, precision)
         stream = weight_read * share / (bw * eff * GB) if bw > 0 else math.inf
-        fixed, _ = calibration.fixed(prec.runtime, dev.kind)
+        fixed, _ = calibration.fixed(prec.runtime, device_key(dev))
         t = max(compute, stream) + fixed * n
         if dev.kind == "cpu" and placement.offloaded_layers and prec.runtime == "transformers":
             t = max(t, weight_read * share / (PCIE_GBPS_DEFAULT * GB))

@@ -71,11 +71,11 @@ def _library_key() -> str | None:
     if spec is None or not spec.submodule_search_locations:
         return None
     folder = Path(next(iter(spec.submodule_search_locations)))
-    libs = (
-        sorted((folder / "lib").glob("*.so*"))
-        + sorted((folder / "lib").glob("*.dylib"))
-        + sorted((folder / "lib").glob("*.dll"))
-    )
+    override = os.environ.get("LLAMA_CPP_LIB_PATH")  # llama-cpp-python loads its library from here when set
+    if override:
+        folder = Path(override)
+    libdir = folder if override else folder / "lib"
+    libs = sorted(libdir.glob("*.so*")) + sorted(libdir.glob("*.dylib")) + sorted(libdir.glob("*.dll"))
     stamp = [f"{p.name}:{p.stat().st_size}:{int(p.stat().st_mtime)}" for p in libs]
     return f"{folder}|{'|'.join(stamp)}|{_cpu_identity()}"
 

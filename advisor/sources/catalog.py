@@ -17,6 +17,8 @@ from advisor.paths import data_dir
 from advisor.spec import ModelSpec, model_spec_from_json
 
 CATALOG_FILE = "catalog.json"
+INFO_FILE = "catalog_info.json"
+USER_FILE = "user_catalog.json"  # in advisor's cache: models `advisor catalog update` added
 
 
 def config_path(model_id: str) -> Path:
@@ -24,11 +26,61 @@ def config_path(model_id: str) -> Path:
 
 
 @lru_cache(maxsize=1)
-def _load() -> dict[str, dict]:
+def _shipped() -> dict[str, dict]:
     path = data_dir() / CATALOG_FILE
     if not path.exists():
         return {}
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _user_path() -> Path:
+    from advisor.paths import cache_dir
+
+    return cache_dir() / USER_FILE
+
+
+def _user() -> dict[str, dict]:
+    """Models the user added with `advisor catalog update` (a damaged file counts as empty, and is kept aside)."""
+    from advisor.fileio import MAX_STATE_BYTES, read_json_file
+
+    path = _user_path()
+    if not path.exists():
+        return {}
+    try:
+        data = read_json_file(path, limit=MAX_STATE_BYTES)
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _load() -> dict[str, dict]:
+    return {**_shipped(), **_user()}
+
+
+def snapshot() -> dict:
+    """{"date": "YYYY-MM-DD", "models": N} of the shipped catalog."""
+    path = data_dir() / INFO_FILE
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def add_user_model(spec: ModelSpec) -> Path:
+    """Keep `spec` in the user's catalog (advisor's cache), beside the shipped snapshot."""
+    from advisor.fileio import locked, write_atomic
+
+    path = _user_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with locked(path):
+        data = _user()
+        data[spec.id] = spec.to_json()
+        write_atomic(path, json.dumps(data, indent=1, sort_keys=True))
+    return path
+
+
+def is_user_model(model_id: str) -> bool:
+    return model_id in _user()
 
 
 def known_ids() -> list[str]:
@@ -87,9 +139,13 @@ def build() -> dict[str, dict]:
 
 
 def main() -> None:
+    import datetime
+
     data = build()
     target = data_dir() / CATALOG_FILE
     target.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    info = {"date": datetime.date.today().isoformat(), "models": len(data)}
+    (data_dir() / INFO_FILE).write_text(json.dumps(info) + "\n", encoding="utf-8")
     print(f"wrote {len(data)} models to {target}", file=sys.stderr)
 
 

@@ -77,8 +77,9 @@ def check_sizes(config: dict[str, Any], model_id: str) -> None:
                 (_HEADISH, MAX_HEADS, "attention heads"),
             ):
                 if pattern.search(name) and value > limit:
+                    shown = safe(f"{value:,}" if isinstance(value, int) else f"{value:.3g}", 40)
                     raise ConfigError(
-                        f"Config of '{safe(model_id)}' claims {safe(key, 60)} = {value:,.0f}: more {what} than any "
+                        f"Config of '{safe(model_id)}' claims {safe(key, 60)} = {shown}: more {what} than any "
                         f"real model (at most {limit:,}); fix or re-download config.json."
                     )
 
@@ -86,6 +87,8 @@ def check_sizes(config: dict[str, Any], model_id: str) -> None:
 def _get(obj: Any, key: str) -> Any:
     """getattr that never raises. transformers' heterogeneous configs (gemma4) raise a RuntimeError for a field
     that varies by layer: the largest per-layer value is taken then (an upper bound for sizes)."""
+    if isinstance(obj, dict):
+        return obj.get(key)
     try:
         return getattr(obj, key, None)
     except Exception:
@@ -209,7 +212,7 @@ class _BuildTooBig(Exception):
 
 # Spec cache: a config's exact counts, keyed by its content, so the second look at a model needs no build.
 SPEC_CACHE = "specs"
-SPEC_CACHE_FORMAT = 3  # bump when ModelSpec or ParamBreakdown gains a field
+SPEC_CACHE_FORMAT = 4  # bump when ModelSpec or ParamBreakdown gains a field
 
 
 def _cache_key(config: dict[str, Any]) -> str | None:
@@ -320,8 +323,7 @@ def _build_spec(
 def _spec_from_model(model, hf_config, *, model_id: str, source: str) -> ModelSpec:
     params = _breakdown(model)
     text = hf_config.get_text_config(decoder=True)
-    num_experts = _first(text, K.EXPERTS)
-    top_k = _first(text, K.TOP_K)
+    num_experts, top_k = _moe_counts(text, model)
     total = params.total
     active = total
     if num_experts and top_k and params.routed_experts:
@@ -366,6 +368,27 @@ def _spec_from_model(model, hf_config, *, model_id: str, source: str) -> ModelSp
     )
 
 
+def _moe_counts(text, model) -> tuple[int | None, int | None]:
+    """(routed experts per layer, experts each token uses) wherever the config keeps them: its own fields, a nested
+    sub-config (DBRX's `ffn_config`: moe_num_experts, moe_top_k), or else the built modules' own attributes (a
+    router's `top_k`, an expert block's `num_experts`)."""
+    experts, top_k = _first(text, K.EXPERTS), _first(text, K.TOP_K)
+    if experts and top_k:
+        return experts, top_k
+    nested = [value for value in vars(text).values() if hasattr(value, "__dict__") or isinstance(value, dict)]
+    for sub in nested:
+        experts = experts or _first(sub, K.EXPERTS)
+        top_k = top_k or _first(sub, K.TOP_K)
+    if experts and top_k:
+        return experts, top_k
+    for module in model.modules():
+        experts = experts or _first(module, K.EXPERTS)
+        top_k = top_k or _first(module, K.TOP_K)
+        if experts and top_k:
+            break
+    return experts, top_k
+
+
 def _breakdown(model) -> ParamBreakdown:
     """Split the parameters into the groups runtimes store differently."""
     from torch import nn
@@ -384,8 +407,10 @@ def _breakdown(model) -> ParamBreakdown:
     lm_head = out_weight.numel() if out_weight is not None and out_weight is not in_weight else 0
 
     linear = linear_rows = linear_bias = 0
-    routed = routed_linear = attn_v = ffn_down = attn_output = 0
+    routed = routed_linear = attn_v = ffn_down = attn_output = lookup = 0
     for name, module in model.named_modules():
+        if isinstance(module, nn.Embedding) and module.weight is not in_weight and module.weight is not out_weight:
+            lookup += module.weight.numel()
         weight = getattr(module, "weight", None)
         is_linear = type(module) is nn.Linear or isinstance(module, Conv1D)
         parts = name.split(".")
@@ -422,6 +447,7 @@ def _breakdown(model) -> ParamBreakdown:
         attn_v=attn_v,
         ffn_down=ffn_down,
         attn_output=attn_output,
+        lookup=lookup,
     )
 
 
