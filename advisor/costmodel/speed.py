@@ -10,6 +10,7 @@ calibration store replaces them.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -392,11 +393,15 @@ def bytes_per_token(
     return {"layers": layers, "head": head, "embedding_rows": emb_rows, "kv_cache": kv}
 
 
-# NOTE: per weight element, bitsandbytes' CPU kernels against the bf16 matmul the probe times: LLM.int8 quantizes
-# the activations and dequantizes an int32 product in every matmul (1.7x the bf16 time), nf4's GEMV reads a
-# quarter of the bytes (0.45x). From the efficiencies `advisor bench` fitted before the probe timed step costs
-# (0.25 and 0.55 of the measured bandwidth, against 0.85 for bf16, CI machine); bench calibrates them here.
-BNB_CPU_ELEMENT_FACTOR = {"bnb8": 1.7, "bnb4": 0.45, "prequant": 1.0}
+# NOTE: the rate of bitsandbytes' CPU kernels per weight element, against the bf16 matmul the probe times: LLM.int8
+# quantizes the activations and dequantizes an int32 product in every matmul, nf4 dequantizes every block before
+# a bf16 GEMM; both took about twice bf16's time per element here (weights part of a decode step of SmolLM2-135M:
+# int8 2.0x, nf4 1.9x bf16's; benchmarks/accuracy.py, bitsandbytes 0.50, torch 2.13). bench calibrates them.
+BNB_CPU_ELEMENT_FACTOR = {"bnb8": 0.5, "bnb4": 0.5, "prequant": 1.0}
+# NOTE: prefill rate against bf16's: LLM.int8's CPU matmul multiplies int8 by int8 (1.9-2.4x the bf16 prompt rate
+# here over three runs, 504-639 vs 264-266 tok/s at 512 tokens on SmolLM2-135M, torch 2.13 without AMX); nf4
+# dequantizes to bf16 first (1.0x, 255 vs 266).
+BNB_CPU_PREFILL_FACTOR = {"bnb8": 2.2, "bnb4": 1.0}
 # NOTE: llama.cpp tensor types the probe does not time, by the timed one whose kernel they share on x86
 # (ggml-cpu: Q5_0/Q5_1 dot products take Q8_0/Q8_1 activations like Q4_1; IQ4_NL repacks like Q4_0; Q5_K,
 # Q3_K, Q2_K and IQ4_XS run the generic K-quant dot product like Q6_K; F32 and BF16 the float path like F16:
@@ -425,6 +430,14 @@ def measured_costs(dev: Device, runtime: str, key: str) -> StepCosts | None:
         return StepCosts.from_json(data)
     except (KeyError, TypeError, ValueError):
         return None
+
+
+def _llama_context_per_element(dev: Device) -> float | None:
+    """The median over llama.cpp's timed types of the attention cost per cached element on this device."""
+    table = ((dev.details or {}).get("runtime_costs") or {}).get("llama.cpp") or {}
+    values = sorted(float(v["context_s_per_element"]) for v in table.values()
+                    if isinstance(v, dict) and "context_s_per_element" in v)  # fmt: skip
+    return values[len(values) // 2] if values else None
 
 
 def _transformers_key(prec: P.Precision, precision: str) -> tuple[str, float]:
@@ -497,6 +510,11 @@ def _measured_step(
     else:
         return None
     main = groups[0][0]
+    if prec.runtime == "llama.cpp":
+        # attention over the cache does not depend on the weights' type: one figure (the median of the types'
+        # timings) rather than whichever type happens to come first
+        per_element = _llama_context_per_element(dev) or main.context_s_per_element
+        main = dataclasses.replace(main, context_s_per_element=per_element)
     compute = sum(n * tokens / (c.elements_per_s * f) for c, n, f in groups if c.elements_per_s > 0)
     llc = float((dev.details or {}).get("llc_bytes") or 0)
     bw = float(dev.bandwidth_gbps or 0.0) * GB
@@ -504,7 +522,13 @@ def _measured_step(
         elements_here = layer_elements * share + (head_elements if head else 0)
         probe_bytes = PROBE_MATMUL_ELEMENTS * read_bytes / max(elements_here, 1)
         stream = read_bytes / bw if bw > 0 and read_bytes > probe_bytes else 0.0
-        weights_s = compute + stream
+        # NOTE: the probe's own model of this type sat in cache (its rate is the arithmetic alone: add the stream)
+        # unless it was larger than this CPU's share of the last-level cache (then its rate already streamed).
+        # On this VM (260 MiB host LLC) the 48 MB F16 probe ran at cache speed and the 97 MB F32 one at DRAM speed:
+        # a quarter of the LLC separates them (benchmarks/accuracy.py: BF16 GGUF within 3% by the sum, F32 GGUF
+        # within 5% by the larger).
+        cache = llc / 4 if llc else 32 * 2**20
+        weights_s = compute + stream if probe_bytes <= cache else max(compute, stream)
     else:
         stream = read_bytes / bw if bw > 0 and read_bytes > llc else 0.0
         weights_s = max(compute, stream)
@@ -670,7 +694,13 @@ def _measured_prefill(
     chunk = M.prefill_chunk(prompt_tokens, device_kind=dev.kind, runtime=prec.runtime)
     passes = -(-prompt_tokens // max(chunk, 1)) * batch
     tokens = prompt_tokens * batch
-    compute = sum(n * tokens / (c.prefill_elements_per_s * f) for c, n, f in groups if c.prefill_elements_per_s > 0)
+    # A quantized kernel's extra cost per element (bitsandbytes dequantizing a block) is paid once per matmul, so
+    # once per pass, not per token: a prompt runs at the 16-bit prefill rate plus one dequantization of each
+    # weight per pass (nf4 prefill ran at bf16's speed here while its decode took twice bf16's time).
+    pf = BNB_CPU_PREFILL_FACTOR.get(prec.kind, 1.0) if prec.runtime == "transformers" else 1.0
+    compute = sum(n * tokens / (c.prefill_elements_per_s * pf) for c, n, _f in groups if c.prefill_elements_per_s > 0)
+    compute += passes * sum(n * max(1 / (c.elements_per_s * f) - 1 / c.elements_per_s, 0.0)
+                            for c, n, f in groups if c.elements_per_s > 0 and f > 0)  # fmt: skip
     if head and head_group is not None:
         # Only the last position's logits are computed in a prompt pass (transformers' logits_to_keep=1,
         # llama.cpp's one output): the head costs one token's worth per pass, at the decode rate.
