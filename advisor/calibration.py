@@ -338,9 +338,13 @@ SCALE_BOUNDS = (0.2, 5.0)
 
 
 def _uncalibrated_s(run: Run) -> float | None:
-    """The estimate's seconds per step before calibration, as stored with the run (None for runs stored by an
-    advisor before the probe timed step costs: they are not fitted)."""
+    """The estimate's seconds per step before calibration, as stored with the run (None for runs whose estimate
+    came from another version of the speed model: their ratio corrects an estimate advisor no longer makes)."""
+    from advisor.costmodel.speed import COST_MODEL_VERSION
+
     basis = (run.estimated or {}).get("basis") or {}
+    if basis.get("cost_model") != COST_MODEL_VERSION:
+        return None
     value = basis.get("uncalibrated_s")
     return float(value) if isinstance(value, (int, float)) and value > 0 else None
 

@@ -8,6 +8,7 @@ import pytest
 
 from advisor import calibration as C
 from advisor.costmodel import speed as S
+from advisor.costmodel.speed import COST_MODEL_VERSION
 
 
 def runs(ratio: float, points: list[tuple[str, float]], *, precision: str = "bf16", kind: str = "float",
@@ -19,7 +20,8 @@ def runs(ratio: float, points: list[tuple[str, float]], *, precision: str = "bf1
             fingerprint="fp", model=model, precision=precision, runtime=runtime, kind=kind, device_kind="cpu",
             placement="cpu", layers=30, bytes_per_token=2.7e8, bandwidth_gbps=20.0,
             measured_tok_s=1 / (estimate_s * ratio), estimated_tok_s=1 / estimate_s,
-            measured={"kv_elements": 0}, estimated={"basis": {"uncalibrated_s": estimate_s}}, created_at=stamp,
+            measured={"kv_elements": 0}, created_at=stamp,
+            estimated={"basis": {"uncalibrated_s": estimate_s, "cost_model": COST_MODEL_VERSION}},
         )  # fmt: skip
         out.append(run)
     return out
@@ -95,12 +97,21 @@ def test_runs_of_a_precision_this_version_does_not_know_still_fit():
     assert cal.scale[("transformers", "fp6", "cpu")] == pytest.approx(0.4)
 
 
+def test_runs_priced_by_another_version_of_the_speed_model_are_set_aside():
+    stale = [dataclasses.replace(r, estimated={"basis": {"uncalibrated_s": 0.02, "cost_model": COST_MODEL_VERSION - 1}})
+             for r in runs(2.0, [("a", 0.02)])]  # fmt: skip
+    assert C.fit(stale).scale == {}
+    assert C.fit(stale + runs(1.2, [("a", 0.02)])).step_scale("transformers", "bf16", "float", "cpu")[0] == (
+        pytest.approx(1.2)
+    )
+
+
 def test_store_round_trip_and_corrupt_set_aside(tmp_path):
     db = tmp_path / "cal.sqlite"
     for run in runs(1.0, [("a", 0.02)]):
         C.record(run, path=db)
     stored = C.runs(path=db)
-    assert len(stored) == 1 and stored[0].estimated == {"basis": {"uncalibrated_s": 0.02}}
+    assert len(stored) == 1 and stored[0].estimated["basis"]["uncalibrated_s"] == 0.02
     db.write_bytes(b"this is not a database" * 100)
     warnings: list[str] = []
     assert C.runs(path=db, warnings=warnings) == []

@@ -19,6 +19,9 @@ from advisor.costmodel import memory as M
 from advisor.spec import Device, Hardware, ModelSpec, SpeedEstimate, StepCosts
 
 GB = 1e9
+# Bump when the decode estimate changes shape: calibration ratios measured against another version's estimates are
+# set aside (a ratio only corrects the estimate it was measured against).
+COST_MODEL_VERSION = 5
 
 # NOTE: fraction of the *measured* read bandwidth a runtime's decode attains, by
 # (runtime, precision kind, device kind). Sources:
@@ -634,7 +637,7 @@ def decode_seconds(
         seconds += t
         calibrated &= cal
     basis = {"bytes_per_token": parts, "devices": per_device, "calibrated": calibrated,
-             "uncalibrated_s": uncalibrated}  # fmt: skip
+             "uncalibrated_s": uncalibrated, "cost_model": COST_MODEL_VERSION}  # fmt: skip
     return seconds, basis
 
 
