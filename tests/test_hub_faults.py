@@ -130,6 +130,33 @@ def test_oversized_config_is_refused_without_reading_it_all(hub_server, monkeypa
     assert fileio.MAX_CONFIG_BYTES == 64 << 20
 
 
+@pytest.mark.parametrize("extra", [0, 1])
+def test_config_at_the_cap_is_read_and_one_byte_over_is_refused(hub_server, monkeypatch, extra):
+    """The cap is on bytes received: a body that happened to arrive in chunks adding up to exactly the cap was
+    once cut there and reported as broken JSON (CI saw it); a body of exactly the cap is a file, one byte more is not."""
+    import importlib
+
+    from huggingface_hub.utils import get_session
+
+    from advisor.sources.hub import spec_from_hub
+
+    http = importlib.import_module(type(get_session()).__module__.split(".")[0])  # httpx, or httpx2 in hf_hub 2.x
+    whole = http.Response.iter_bytes  # chunks of 64 KiB, so that one of them ends exactly at the cap
+    monkeypatch.setattr(http.Response, "iter_bytes", lambda self, chunk_size=None: whole(self, 1 << 16))
+    limit = 1 << 20
+    monkeypatch.setattr("advisor.sources.hub.MAX_CONFIG_BYTES", limit)
+    head = b'{"model_type": "llama", "pad": "'
+    body = head + b"x" * (limit - len(head) - 2 + extra) + b'"}'
+    assert len(body) == limit + extra
+    repo = hub_server.add_repo(f"acme/cap-{extra}")
+    repo.add_file("config.json", body, lfs=False)
+    if extra:
+        with pytest.raises(AdvisorError, match=r"is over 1 MiB: not a config file"):
+            spec_from_hub(f"acme/cap-{extra}")
+    else:  # read whole and parsed: llama's defaults size the rest
+        assert spec_from_hub(f"acme/cap-{extra}").architecture
+
+
 def test_token_is_not_in_fault_messages(hub_server, monkeypatch):
     """Every fault's message, with HF_TOKEN set (the CLI-level check is in test_security.py)."""
     secret = "hf_FaultFuzzSecret0123456789abcdef"

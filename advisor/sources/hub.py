@@ -142,9 +142,9 @@ def _get_bounded(url: str, token: str | None, *, limit: int, range_end: int | No
         for chunk in response.iter_bytes():
             chunks.append(chunk)
             got += len(chunk)
-            if got >= limit:
-                if range_end is None and got > limit:
-                    raise ConfigError(f"'{url.rsplit('/', 1)[-1]}' is over {limit // 2**20} MiB: not a config file.")
+            if range_end is None and got > limit:  # one byte past the cap: exactly `limit` bytes is still a file
+                raise ConfigError(f"'{url.rsplit('/', 1)[-1]}' is over {limit // 2**20} MiB: not a config file.")
+            if range_end is not None and got >= limit:
                 break  # a server that ignores Range would otherwise send the whole file
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the transfer took over {4 * timeout:g}s")
