@@ -133,7 +133,8 @@ def test_oversized_config_is_refused_without_reading_it_all(hub_server, monkeypa
 @pytest.mark.parametrize("extra", [0, 1])
 def test_config_at_the_cap_is_read_and_one_byte_over_is_refused(hub_server, monkeypatch, extra):
     """The cap is on bytes received: a body that happened to arrive in chunks adding up to exactly the cap was
-    once cut there and reported as broken JSON (CI saw it); a body of exactly the cap is a file, one byte more is not."""
+    once cut there and reported as broken JSON (CI saw it);
+    a body of exactly the cap is a file, one byte more is not."""
     import importlib
 
     from huggingface_hub.utils import get_session
