@@ -799,7 +799,11 @@ def estimate_speed(
         decode_tok_s=tok_s,
         decode_tok_s_low=tok_s * lo,
         decode_tok_s_high=tok_s * hi,
-        prefill_tok_s=prompt_tokens * batch / pre if pre > 0 and math.isfinite(pre) else 0.0,
+        # NOTE: prefill speed is the prompt over the time to first token, as every engine reports it
+        # (advisor.engines.base.Generation.prefill_tok_s) and bench measures it: the prompt pass cannot be timed
+        # apart from the first token it yields. Pricing the pass alone against that measurement read short prompts
+        # 20-56% fast while their TTFT held within 10% (benchmarks/accuracy.py, NOTES.md).
+        prefill_tok_s=prompt_tokens * batch / (pre + step) if pre > 0 and math.isfinite(pre + step) else 0.0,
         ttft_s=pre + step if math.isfinite(pre) else math.inf,
         prompt_tokens=prompt_tokens,
         bytes_per_token=int(bpt),
