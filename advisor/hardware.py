@@ -52,7 +52,7 @@ from advisor.spec import Device, Hardware
 from advisor.textutil import first_line
 
 CACHE_FILE = "hardware.json"
-SCHEMA = 3  # bump when the meaning of a stored figure changes: older caches are re-measured
+SCHEMA = 4  # bump when the meaning of a stored figure changes: older caches are re-measured
 
 MiB = 2**20
 GiB = 2**30

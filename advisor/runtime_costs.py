@@ -33,8 +33,12 @@ REPEATS = 3
 TRANSFORMERS_DTYPES = ("fp32", "bf16", "fp16")
 # llama.cpp tensor types timed: those gguf-py writes directly, and two K-quants made by llama.cpp's quantizer
 # (Q4_K is repacked on x86 like Q4_0; Q6_K runs the generic K-quant dot product). F32 has a rate of its own: no
-# conversion before the dot product, so borrowing F16's priced F32 GGUF decode 30% slow.
-LLAMA_TYPES = ("F32", "F16", "Q8_0", "Q4_0", "Q4_1", "Q4_K", "Q6_K")
+# conversion before the dot product, so borrowing F16's priced F32 GGUF decode 30% slow. Q5_0 and Q5_1 are timed
+# too (written directly, ~1.3 s each): on x86 a prompt goes through llamafile's tinyBLAS for Q5_0 (as for Q8_0 and
+# Q4_0) but through the plain dot product for Q5_1 (as for Q4_1) (ggml-cpu/llamafile/sgemm.cpp), so no one
+# measured type stood for both: borrowing Q4_1's rate priced Q5_0 prompts 30-40% slow and Q5_1's 20-30% fast
+# (benchmarks/accuracy.py; they are also what the K-quants fall back to on rows that are not a multiple of 256).
+LLAMA_TYPES = ("F32", "F16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q6_K")
 LLAMA_DIRECT = ("F32", "F16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1")
 
 

@@ -409,8 +409,12 @@ BNB_CPU_PREFILL_FACTOR = {"bnb8": 2.2, "bnb4": 1.0}
 # (ggml-cpu: Q5_0/Q5_1 dot products take Q8_0/Q8_1 activations like Q4_1; IQ4_NL repacks like Q4_0; Q5_K,
 # Q3_K, Q2_K and IQ4_XS run the generic K-quant dot product like Q6_K; F32 and BF16 the float path like F16:
 # their different bytes are the stream term's, see _measured_step).
+# NOTE: the measured type that stands for one the probe did not time, by the CPU kernel that runs it (x86,
+# ggml-cpu/repack.cpp and llamafile/sgemm.cpp): IQ4_NL is repacked like Q4_0; Q5_0 goes through tinyBLAS like
+# Q8_0, Q5_1 through the plain dot product like Q4_1 (both timed directly since hardware SCHEMA 4; these classes
+# serve older profiles); the K-quants without a repack run the generic K-quant dot product like Q6_K.
 LLAMA_RATE_CLASS = {
-    "F32": "F16", "BF16": "F16", "Q5_0": "Q4_1", "Q5_1": "Q4_1", "IQ4_NL": "Q4_0", "Q5_K": "Q6_K", "Q3_K": "Q6_K",
+    "F32": "F16", "BF16": "F16", "Q5_0": "Q8_0", "Q5_1": "Q4_1", "IQ4_NL": "Q4_0", "Q5_K": "Q6_K", "Q3_K": "Q6_K",
     "Q2_K": "Q6_K", "IQ4_XS": "Q6_K",
 }  # fmt: skip
 LLAMA_RATE_FACTOR: dict[str, float] = {}
