@@ -60,6 +60,12 @@ class Accelerator:
             return int(self.cuda_total_gib * GiB)
         return cuda_total_from_marketed(self.memory_gb, ecc=self.ecc_default == "on") if self.memory_gb else None
 
+    def cuda_total(self, memory_gb: float | None = None) -> int | None:
+        """Total memory as CUDA reports it for this card, or for one of its kind sold as `memory_gb` GB."""
+        if memory_gb is None:
+            return self.cuda_total_bytes
+        return cuda_total_from_marketed(memory_gb, ecc=self.ecc_default == "on")
+
 
 def cuda_total_from_marketed(memory_gb: float, *, ecc: bool = False) -> int:
     """What CUDA reports as total for a card sold as `memory_gb` GB (binary units)."""
@@ -204,12 +210,8 @@ def hardware_from_flags(
         if memory is None:
             raise DeviceNotFoundError(f"The table has no memory size for '{acc.name}': add --memory-gb.")
         bandwidth = bandwidth_gbps if bandwidth_gbps is not None else acc.bandwidth_gbps
-        if acc.kind == "mps":  # unified memory: the GPU may wire only the recommended working set
-            usable = apple_gpu_working_set(memory)
-        elif memory_gb is None:
-            usable = acc.cuda_total_bytes or int(memory * GiB)
-        else:
-            usable = cuda_total_from_marketed(memory, ecc=acc.ecc_default == "on")
+        # unified memory (mps): the GPU may wire only the recommended working set
+        usable = apple_gpu_working_set(memory) if acc.kind == "mps" else acc.cuda_total(memory_gb) or int(memory * GiB)
         details = {"source": acc.source, "notes": acc.notes, "marketed_bytes": int(memory * GiB),
                    "device_class": device_class(acc)}  # fmt: skip
         if acc.compute_capability:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import math
 import statistics
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cache, lru_cache
 
@@ -85,6 +86,15 @@ class _Table:
     by_key: dict[tuple[str, str], dict[str, tuple[float, str, str, str]]] = field(default_factory=dict)
 
 
+def _data_rows(name: str) -> Iterator[dict[str, str]]:
+    """The rows of one of advisor's bundled CSV files (none when it is missing)."""
+    path = data_dir() / name
+    if not path.exists():
+        return
+    with open(path, newline="", encoding="utf-8") as fh:
+        yield from csv.DictReader(fh)
+
+
 def _norm(model_id: str) -> str:
     return model_id.strip().lower()
 
@@ -93,28 +103,24 @@ def _norm(model_id: str) -> str:
 def _scores() -> dict[tuple[str, str], dict[str, tuple[float, str, str, str]]]:
     """(benchmark, metric) -> model -> (score, date, source name, url); LiveBench releases pooled under
     'livebench*' keeping each model's latest; several modes of one model keep the best (what it can reach)."""
-    path = data_dir() / QUALITY_FILE
     out: dict[tuple[str, str], dict[str, tuple[float, str, str, str]]] = {}
-    if not path.exists():
-        return out
-    with open(path, newline="", encoding="utf-8") as fh:
-        for row in csv.DictReader(fh):
-            try:
-                value = float(row["score"])
-            except (TypeError, ValueError):
-                continue
-            bench = row["benchmark"]
-            key_bench = "livebench*" if bench.startswith("livebench_") else bench
-            table = out.setdefault((key_bench, row["metric"]), {})
-            model = _norm(row["model_id"])
-            entry = (value, row.get("date") or "", row.get("source_name") or bench, row.get("url") or "")
-            old = table.get(model)
-            if (
-                old is None
-                or (key_bench == "livebench*" and entry[1] > old[1])
-                or (key_bench != "livebench*" and value > old[0])
-            ):
-                table[model] = entry
+    for row in _data_rows(QUALITY_FILE):
+        try:
+            value = float(row["score"])
+        except (TypeError, ValueError):
+            continue
+        bench = row["benchmark"]
+        key_bench = "livebench*" if bench.startswith("livebench_") else bench
+        table = out.setdefault((key_bench, row["metric"]), {})
+        model = _norm(row["model_id"])
+        entry = (value, row.get("date") or "", row.get("source_name") or bench, row.get("url") or "")
+        old = table.get(model)
+        if (
+            old is None
+            or (key_bench == "livebench*" and entry[1] > old[1])
+            or (key_bench != "livebench*" and value > old[0])
+        ):
+            table[model] = entry
     return out
 
 
@@ -241,20 +247,16 @@ POINTS_PER_KLD = 200.0
 @lru_cache(maxsize=1)
 def _measured_kld() -> dict[str, float]:
     """llama.cpp types' mean KLD from data/quant_quality.csv (the LLaMA 3 8B scoreboard rows)."""
-    path = data_dir() / QUANT_FILE
     out: dict[str, float] = {}
-    if not path.exists():
-        return out
-    with open(path, newline="", encoding="utf-8") as fh:
-        for row in csv.DictReader(fh):
-            if row.get("metric") != "mean_kld" or "Meta-Llama-3-8B" not in (row.get("model") or ""):
-                continue
-            if "imatrix=None" not in (row.get("notes") or ""):
-                continue
-            try:
-                out.setdefault(row["precision"].lower(), float(row["value"]))
-            except (TypeError, ValueError):
-                continue
+    for row in _data_rows(QUANT_FILE):
+        if row.get("metric") != "mean_kld" or "Meta-Llama-3-8B" not in (row.get("model") or ""):
+            continue
+        if "imatrix=None" not in (row.get("notes") or ""):
+            continue
+        try:
+            out.setdefault(row["precision"].lower(), float(row["value"]))
+        except (TypeError, ValueError):
+            continue
     return out
 
 
@@ -285,23 +287,19 @@ class Meta:
 
 @lru_cache(maxsize=1)
 def _meta() -> dict[str, Meta]:
-    path = data_dir() / META_FILE
     out: dict[str, Meta] = {}
-    if not path.exists():
-        return out
-    with open(path, newline="", encoding="utf-8") as fh:
-        for row in csv.DictReader(fh):
-            ctx = row.get("context_length") or ""
-            out[_norm(row["model_id"])] = Meta(
-                model_id=row["model_id"],
-                release_date=row.get("release_date") or "",
-                license=row.get("license") or "",
-                permissive={"true": True, "false": False}.get((row.get("permissive") or "").lower()),
-                context_length=int(ctx) if ctx.isdigit() else None,
-                languages=tuple(x for x in (row.get("languages") or "").split(";") if x),
-                tags=tuple(x for x in (row.get("tags") or "").split(";") if x),
-                gguf_repos=tuple(x for x in (row.get("gguf_repos") or "").split(";") if x),
-            )
+    for row in _data_rows(META_FILE):
+        ctx = row.get("context_length") or ""
+        out[_norm(row["model_id"])] = Meta(
+            model_id=row["model_id"],
+            release_date=row.get("release_date") or "",
+            license=row.get("license") or "",
+            permissive={"true": True, "false": False}.get((row.get("permissive") or "").lower()),
+            context_length=int(ctx) if ctx.isdigit() else None,
+            languages=tuple(x for x in (row.get("languages") or "").split(";") if x),
+            tags=tuple(x for x in (row.get("tags") or "").split(";") if x),
+            gguf_repos=tuple(x for x in (row.get("gguf_repos") or "").split(";") if x),
+        )
     return out
 
 

@@ -59,22 +59,24 @@ def _row(spec: ModelSpec, hw, **kwargs) -> RankRow:
 _STORAGE_SUFFIXES = ("-nvfp4", "-fp8", "-awq", "-gptq-int4", "-gptq-int8", "-gptq", "-gguf", "-bf16", "-mlx")
 
 
-def _base_id(model_id: str) -> str:
+def _storage_base(model_id: str) -> str | None:
+    """The id without its storage suffix (…-FP8 -> …), None when it has none."""
     lowered = model_id.lower()
     for suffix in _STORAGE_SUFFIXES:
         if lowered.endswith(suffix):
-            return lowered[: -len(suffix)]
-    return lowered
+            return model_id[: -len(suffix)]
+    return None
+
+
+def _base_id(model_id: str) -> str:
+    return (_storage_base(model_id) or model_id).lower()
 
 
 def model_quality(model_id: str, use: str) -> tuple[Q.Score | None, str]:
     """The model's score for `use`, else its general score (said so), else none; a checkpoint stored in another
     format (…-FP8, …-AWQ) takes its base model's scores."""
-    candidates = [model_id]
-    lowered = model_id.lower()
-    for suffix in _STORAGE_SUFFIXES:
-        if lowered.endswith(suffix):
-            candidates.append(model_id[: -len(suffix)])
+    base = _storage_base(model_id)
+    candidates = [model_id] if base is None else [model_id, base]
     for mid in candidates:
         found = Q.score(mid, use)
         if found is not None:
@@ -87,7 +89,7 @@ def model_quality(model_id: str, use: str) -> tuple[Q.Score | None, str]:
     return None, "no score"
 
 
-def _best_for_quality(rec: Recommendation, base: float | None, min_tok_s: float) -> Option | None:
+def _best_for_quality(rec: Recommendation, min_tok_s: float) -> Option | None:
     """Among the options that fit and reach `min_tok_s`: the fastest of those whose quantization costs no more than
     the anchor's own uncertainty (Q.ANCHOR_SD) beyond the least costly one. A difference smaller than what the
     ratings can tell apart is not worth a slower answer (q4_k_m fully on a GPU beats q8_0 spilling to the CPU);
@@ -127,7 +129,7 @@ def rank_catalog(
             continue
         rec = recommend(spec, hw, min_tok_s=min_tok_s, **kwargs)
         found, basis = model_quality(model_id, "ko" if lang and lang.lower() == "ko" and use == "chat" else use)
-        best = _best_for_quality(rec, found.value if found else None, min_tok_s)
+        best = _best_for_quality(rec, min_tok_s)
         if best is None or not best.speed or best.speed.decode_tok_s < min_tok_s:
             continue
         value = found.value - Q.precision_penalty(best.precision) if found else None

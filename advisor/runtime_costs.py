@@ -82,8 +82,8 @@ def fit(samples: dict[str, dict[str, float]]) -> StepCosts:
     depth = DEPTH_LONG - DEPTH_SHORT
     per_token_depth = 0.0
     if "decode_long_s" in samples["tiny2"]:
-        l2_, h2, _i2 = SHAPES["tiny2"]
-        extra2 = kv_elements(l2_, h2, DEPTH_LONG) - kv_elements(l2_, h2, DEPTH_SHORT)
+        h2 = SHAPES["tiny2"][1]
+        extra2 = kv_elements(l2, h2, DEPTH_LONG) - kv_elements(l2, h2, DEPTH_SHORT)
         d_wide, d_tiny = max(long - tw, 0.0), max(samples["tiny2"]["decode_long_s"] - t2, 0.0)
         per_element = (d_wide - d_tiny) / (extra - extra2) if extra > extra2 else 0.0
         if per_element < 0:  # disturbed: the tiny model's depth cost is all per token
@@ -107,9 +107,9 @@ def rounded(costs: StepCosts) -> dict[str, float]:
 
 
 def _time_engine(engine, *, full: bool, long: bool = False) -> dict[str, float]:
-    """Seconds per decode step after a warm-up; with `full`, also at the long depth and the two prefills (only the
-    wide model needs those). Each figure is the fastest of its repeats: other work on the machine only ever adds
-    time, so the minimum is the closest to what the step itself costs."""
+    """Seconds per decode step after a warm-up; with `long` or `full`, also at the long depth, and with `full` the
+    two prefills (only the wide model needs those). Each figure is the fastest of its repeats: other work on the
+    machine only ever adds time, so the minimum is the closest to what the step itself costs."""
     short = [5] * DEPTH_SHORT
     engine.generate(short, max_new_tokens=4, exact_length=True)
 
@@ -123,11 +123,10 @@ def _time_engine(engine, *, full: bool, long: bool = False) -> dict[str, float]:
         return min(engine.generate(prompt, max_new_tokens=1, exact_length=True).ttft_s for _ in range(REPEATS))
 
     out = {"decode_s": step(short)}
-    if long and not full:
+    if long or full:
         out["decode_long_s"] = step([5] * DEPTH_LONG, 2)
     if full:
-        out.update(decode_long_s=step([5] * DEPTH_LONG, 2), prefill_short_s=prefill(PREFILL_SHORT),
-                   prefill_long_s=prefill(PREFILL_LONG))  # fmt: skip
+        out.update(prefill_short_s=prefill(PREFILL_SHORT), prefill_long_s=prefill(PREFILL_LONG))
     return out
 
 

@@ -3,6 +3,7 @@ plans from `advisor.costmodel.serving`. Also the scale-out section `recommend` p
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from advisor.costmodel import serving as SV
@@ -19,15 +20,18 @@ def _capability(text: Any) -> float | None:
         return None
 
 
+def _number_formats(acc, cc: float | None) -> dict[str, bool | None]:
+    """fp8 and bf16 support: the accelerator table's word where it has one, else the compute capability's
+    (FP8 tensor cores from 8.9, bf16 from 8.0), else unknown."""
+    return {
+        "fp8": acc.fp8 if acc and acc.fp8 is not None else (cc >= 8.9 if cc else None),
+        "bf16": acc.bf16 if acc and acc.bf16 is not None else (cc >= 8.0 if cc else None),
+    }
+
+
 def gpu_from_accelerator(acc, *, memory_gb: float | None = None) -> SV.ServeGpu:
     """A table row as a serving engine sees it (total as CUDA reports it; nothing known to be in use)."""
-    from advisor.accelerators import cuda_total_from_marketed
-
-    total = (
-        cuda_total_from_marketed(memory_gb, ecc=acc.ecc_default == "on")
-        if memory_gb is not None
-        else acc.cuda_total_bytes
-    )
+    total = acc.cuda_total(memory_gb)
     if not total:
         raise UsageError(f"The accelerator table has no memory size for '{acc.name}': add --memory-gb.")
     cc = acc.compute_capability
@@ -39,8 +43,7 @@ def gpu_from_accelerator(acc, *, memory_gb: float | None = None) -> SV.ServeGpu:
         tflops_16bit=acc.tflops_16bit,
         compute_capability=cc,
         vendor=acc.vendor,
-        fp8=acc.fp8 if acc.fp8 is not None else (cc >= 8.9 if cc else None),
-        bf16=acc.bf16 if acc.bf16 is not None else (cc >= 8.0 if cc else None),
+        **_number_formats(acc, cc),
         source="table",
     )
 
@@ -51,7 +54,6 @@ def gpu_from_device(dev: Device) -> SV.ServeGpu:
     from advisor.accelerators import lookup
     from advisor.errors import DeviceNotFoundError
 
-    acc = None
     try:
         acc = lookup(dev.name.replace("NVIDIA", "").strip())
     except DeviceNotFoundError:
@@ -67,8 +69,7 @@ def gpu_from_device(dev: Device) -> SV.ServeGpu:
         tflops_16bit=tflops,
         compute_capability=cc,
         vendor="AMD" if "amd" in dev.name.lower() or "instinct" in dev.name.lower() else "NVIDIA",
-        fp8=(acc.fp8 if acc and acc.fp8 is not None else (cc >= 8.9 if cc else None)),
-        bf16=(acc.bf16 if acc and acc.bf16 is not None else (cc >= 8.0 if cc else None)),
+        **_number_formats(acc, cc),
         source="this machine",
     )
 
@@ -111,7 +112,7 @@ def target_from_args(
     if gpus:
         gpu = gpu_from_device(gpus[0])
         if fit == "total":
-            gpu = SV.ServeGpu(**{**gpu.__dict__, "free_bytes": None})
+            gpu = dataclasses.replace(gpu, free_bytes=None)
         if len({d.name for d in gpus}) > 1:
             notes.append(f"GPUs of different kinds here: planned on {len(gpus)}x {gpus[0].name}")
         if gpu.free_bytes is not None:
@@ -125,7 +126,7 @@ def target_from_args(
         raise UsageError("No GPU or CPU figures for this machine: run `advisor hw` or give --device.")
     server = cpu_as_server(cpu)
     if fit == "total":
-        server = SV.ServeGpu(**{**server.__dict__, "free_bytes": None})
+        server = dataclasses.replace(server, free_bytes=None)
     notes.append("no GPU on this machine: llama-server on the CPU; give --device to plan vLLM or SGLang on GPUs")
     return SV.Target(gpu=server, gpus_per_node=1, nodes=1, fit=fit), notes
 
@@ -157,7 +158,7 @@ def serve_plans(
     errors: list[str] = []
     for engine in engines:
         version = opts.version if engine == "vllm" else None
-        engine_opts = SV.ServeOptions(**{**opts.__dict__, "engine": engine, "version": version})
+        engine_opts = dataclasses.replace(opts, engine=engine, version=version)
         if engine == "llama.cpp" and opts.precision and opts.precision in SV.SERVE_PRECISIONS:
             warnings.append(f"llama.cpp runs GGUF types, not {opts.precision}: give a GGUF type such as q4_k_m")
             continue
@@ -170,10 +171,10 @@ def serve_plans(
             )
         # An 8-bit KV cache asked of every engine: each gets its own 8-bit type.
         if len(engines) > 1 and engine == "llama.cpp" and opts.kv_cache_dtype.startswith("fp8"):
-            engine_opts = SV.ServeOptions(**{**engine_opts.__dict__, "kv_cache_dtype": "q8_0"})
+            engine_opts = dataclasses.replace(engine_opts, kv_cache_dtype="q8_0")
         elif len(engines) > 1 and engine != "llama.cpp" and opts.kv_cache_dtype in ("q8_0", "q4_0", "f16"):
             kv = "fp8" if opts.kv_cache_dtype != "f16" else "auto"
-            engine_opts = SV.ServeOptions(**{**engine_opts.__dict__, "kv_cache_dtype": kv})
+            engine_opts = dataclasses.replace(engine_opts, kv_cache_dtype=kv)
         try:
             found, warn = SV.plan_serving(spec, target, engine_opts)
         except SV.ServePlanError as exc:

@@ -65,6 +65,16 @@ class ParamBreakdown(_Json):
     def total(self) -> int:
         return self.embedding + self.lm_head + self.linear + self.other
 
+    @property
+    def fused_experts(self) -> int:
+        """Routed-expert weights held as fused 3-D tensors (inside `other`), not as nn.Linear layers."""
+        return max(self.routed_experts - self.routed_experts_linear, 0)
+
+    @property
+    def matrices(self) -> int:
+        """Every weight matrix a quantization replaces: the linear layers and the fused expert tensors."""
+        return self.linear + self.fused_experts
+
 
 @dataclass(frozen=True)
 class KVLayout(_Json):

@@ -301,8 +301,7 @@ def _gguf_layer_tensors(spec: ModelSpec, params: ParamBreakdown, ftype: str) -> 
     layers = spec.num_layers or 0
     heads, kv_heads = spec.num_attention_heads or 1, spec.num_kv_heads or spec.num_attention_heads or 1
     n_gqa = heads // kv_heads if kv_heads else 1
-    fused = max(params.routed_experts - params.routed_experts_linear, 0)
-    matrices = params.linear + fused
+    matrices = params.matrices
     roles = {"attn_v": (params.attn_v, spec.hidden_size), "attn_output": (params.attn_output, spec.hidden_size),
              "ffn_down": (params.ffn_down, spec.intermediate_size)}  # fmt: skip
     out: list[tuple[str, int]] = []
@@ -351,9 +350,8 @@ def _gguf_weight_bytes(spec: ModelSpec, params: ParamBreakdown, prec: P.Precisio
     every type replaced by its fallback where a row is not a multiple of its block, 1-D tensors F32."""
     ftype = gguf_file_type(prec)
     out_type, emb_type = _gguf_head_types(spec, params, ftype)
-    fused = max(params.routed_experts - params.routed_experts_linear, 0)
-    matrices = params.linear + fused
-    rest = max(params.other - fused, 0)  # norms, biases, routers stay F32
+    matrices = params.matrices
+    rest = max(params.other - params.fused_experts, 0)  # norms, biases, routers stay F32
     body = sum(P.gguf_bytes(type_name, n) for type_name, n in _gguf_layer_tensors(spec, params, ftype))
     per_matrix = body / matrices if matrices else 0.0
     emb = P.gguf_bytes(emb_type, params.embedding)

@@ -168,8 +168,7 @@ def _matrix_split(spec: ModelSpec) -> tuple[int, int, int, int]:
     """(matrices, embedding, lm_head, rest): the parameters a quantization method replaces, the vocabulary
     tables and everything else (norms, biases, routers) that stays 16-bit."""
     p = M._breakdown_or_guess(spec)
-    fused = max(p.routed_experts - p.routed_experts_linear, 0)
-    matrices = p.linear + fused
+    matrices = p.matrices
     rest = max(spec.total_params - matrices - p.embedding - p.lm_head, 0)
     return matrices, p.embedding, p.lm_head, rest
 

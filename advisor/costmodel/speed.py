@@ -143,6 +143,14 @@ def efficiency_group(precision: str, kind: str | None = None) -> str:
     return f"{kind}-fp32" if precision == "fp32" else kind
 
 
+def _by_device_class(table: dict, key: tuple[str, ...], device: str, default: float) -> float:
+    """`table[(*key, device)]` for a device class ("cuda/hbm"), else its kind's ("cuda"), else `default`."""
+    for name in (device, device.split("/")[0]):
+        if (*key, name) in table:
+            return table[(*key, name)]
+    return default
+
+
 @dataclass(frozen=True)
 class Calibration:
     """This machine's corrections from `advisor bench` runs: per (runtime, precision, device kind), the ratio of
@@ -164,10 +172,7 @@ class Calibration:
     @staticmethod
     def eff(runtime: str, kind: str, device: str, precision: str | None = None) -> tuple[float, bool]:
         """`device` is a device class ("cuda/hbm") or kind ("cuda"): the class's figure where the table has one."""
-        for key in (device, device.split("/")[0]):
-            if (runtime, kind, key) in EFFICIENCY:
-                return EFFICIENCY[(runtime, kind, key)], False
-        return 0.5, False
+        return _by_device_class(EFFICIENCY, (runtime, kind), device, 0.5), False
 
     @staticmethod
     def context(runtime: str, precision: str, device: str) -> tuple[float, bool]:
@@ -175,10 +180,7 @@ class Calibration:
 
     @staticmethod
     def fixed(runtime: str, device: str) -> tuple[float, bool]:
-        for key in (device, device.split("/")[0]):
-            if (runtime, key) in FIXED_PER_LAYER:
-                return FIXED_PER_LAYER[(runtime, key)], False
-        return 0.3e-3, False
+        return _by_device_class(FIXED_PER_LAYER, (runtime,), device, 0.3e-3), False
 
 
 def device_key(dev: Device) -> str:
@@ -405,19 +407,16 @@ BNB_CPU_ELEMENT_FACTOR = {"bnb8": 0.5, "bnb4": 0.5, "prequant": 1.0}
 # here over three runs, 504-639 vs 264-266 tok/s at 512 tokens on SmolLM2-135M, torch 2.13 without AMX); nf4
 # dequantizes to bf16 first (1.0x, 255 vs 266).
 BNB_CPU_PREFILL_FACTOR = {"bnb8": 2.2, "bnb4": 1.0}
-# NOTE: llama.cpp tensor types the probe does not time, by the timed one whose kernel they share on x86
-# (ggml-cpu: Q5_0/Q5_1 dot products take Q8_0/Q8_1 activations like Q4_1; IQ4_NL repacks like Q4_0; Q5_K,
-# Q3_K, Q2_K and IQ4_XS run the generic K-quant dot product like Q6_K; F32 and BF16 the float path like F16:
-# their different bytes are the stream term's, see _measured_step).
-# NOTE: the measured type that stands for one the probe did not time, by the CPU kernel that runs it (x86,
-# ggml-cpu/repack.cpp and llamafile/sgemm.cpp): IQ4_NL is repacked like Q4_0; Q5_0 goes through tinyBLAS like
-# Q8_0, Q5_1 through the plain dot product like Q4_1 (both timed directly since hardware SCHEMA 4; these classes
-# serve older profiles); the K-quants without a repack run the generic K-quant dot product like Q6_K.
+# NOTE: the measured type that stands for a llama.cpp tensor type the probe did not time, by the CPU kernel that
+# runs it on x86 (ggml-cpu/repack.cpp and llamafile/sgemm.cpp): IQ4_NL is repacked like Q4_0; Q5_0 goes through
+# tinyBLAS like Q8_0, Q5_1 through the plain dot product like Q4_1 (both timed directly since hardware SCHEMA 4:
+# these two classes serve older profiles); Q5_K, Q3_K, Q2_K and IQ4_XS run the generic K-quant dot product like
+# Q6_K; BF16 (and F32 in older profiles) the float path like F16, their different bytes being the stream term's
+# (see _measured_step).
 LLAMA_RATE_CLASS = {
     "F32": "F16", "BF16": "F16", "Q5_0": "Q8_0", "Q5_1": "Q4_1", "IQ4_NL": "Q4_0", "Q5_K": "Q6_K", "Q3_K": "Q6_K",
     "Q2_K": "Q6_K", "IQ4_XS": "Q6_K",
 }  # fmt: skip
-LLAMA_RATE_FACTOR: dict[str, float] = {}
 # NOTE: llama.cpp's CPU kernels do not hide memory behind arithmetic: a decode step costs the dot products at the
 # rate the probe timed on its small (cache-resident, 14-48 MB) models *plus* streaming the weights from DRAM once
 # they are larger than that. On this 2-core VM (DRAM 30.6 GB/s) the sum put the embedded SmolLM2-135M within 3-7%
@@ -454,21 +453,49 @@ def _transformers_key(prec: P.Precision, precision: str) -> tuple[str, float]:
     return "bf16", BNB_CPU_ELEMENT_FACTOR.get(prec.kind, 1.0)
 
 
-def _llama_rate(dev: Device, type_name: str) -> tuple[StepCosts | None, float]:
-    """The measured costs that time a llama.cpp tensor type, and the factor on its element rate."""
+def _llama_rate(dev: Device, type_name: str) -> StepCosts | None:
+    """The measured costs that time a llama.cpp tensor type: its own, else its kernel class's."""
     direct = measured_costs(dev, "llama.cpp", type_name)
     if direct is not None:
-        return direct, 1.0
-    klass = LLAMA_RATE_CLASS.get(type_name, "Q8_0")
-    return measured_costs(dev, "llama.cpp", klass), LLAMA_RATE_FACTOR.get(type_name, 1.0)
+        return direct
+    return measured_costs(dev, "llama.cpp", LLAMA_RATE_CLASS.get(type_name, "Q8_0"))
+
+
+Group = tuple[StepCosts, float, float]  # (measured costs, weight elements, factor on their element rate)
+
+
+def _matmul_groups(
+    spec: ModelSpec, precision: str, dev: Device, *, layer_elements: float, head_elements: float, share: float
+) -> tuple[list[Group], Group | None] | None:
+    """This device's share of the decoder layers' matrices, grouped by the measured costs that time them, and the
+    output projection's group (None when its type was not timed); None when the probe did not time this runtime
+    and format here."""
+    prec = P.get(precision, spec)
+    if prec.runtime == "transformers":
+        key, factor = _transformers_key(prec, precision)
+        costs = measured_costs(dev, "transformers", key)
+        if costs is None:
+            return None
+        return [(costs, layer_elements * share, factor)], (costs, head_elements, factor)
+    if prec.runtime != "llama.cpp":
+        return None
+    by_type, (head_type, _n) = M.gguf_matmul_types(spec, precision)
+    total = sum(by_type.values()) or 1
+    groups: list[Group] = []
+    for type_name, n in by_type.items():
+        costs = _llama_rate(dev, type_name)
+        if costs is None:
+            return None
+        groups.append((costs, n * layer_elements / total * share, 1.0))
+    head_costs = _llama_rate(dev, head_type)
+    return groups, (head_costs, head_elements, 1.0) if head_costs is not None else None
 
 
 def matmul_elements(spec: ModelSpec, *, tokens: int = 1) -> tuple[int, int]:
     """(weight elements the decoder layers multiply per step, elements of the output projection): routed experts
     no token of the step picked are left out."""
     params = M._breakdown_or_guess(spec)
-    fused = max(params.routed_experts - params.routed_experts_linear, 0)
-    layers = params.linear + fused
+    layers = params.matrices
     unread = int(params.routed_experts * (1 - experts_read_fraction(spec, tokens)))
     head = params.lm_head or params.embedding
     return max(layers - unread, 0), head
@@ -493,29 +520,16 @@ def _measured_step(
     prec = P.get(precision, spec)
     layers = spec.num_layers or 1
     layer_elements, head_elements = matmul_elements(spec, tokens=tokens)
-    groups: list[tuple[StepCosts, float, float]] = []  # (costs, elements, factor)
-    if prec.runtime == "transformers":
-        key, factor = _transformers_key(prec, precision)
-        costs = measured_costs(dev, "transformers", key)
-        if costs is None:
-            return None
-        groups.append((costs, layer_elements * share + (head_elements if head else 0), factor))
-    elif prec.runtime == "llama.cpp":
-        by_type, (head_type, _n) = M.gguf_matmul_types(spec, precision)
-        total = sum(by_type.values()) or 1
-        scale = layer_elements / total
-        for type_name, n in by_type.items():
-            costs, factor = _llama_rate(dev, type_name)
-            if costs is None:
-                return None
-            groups.append((costs, n * scale * share, factor))
-        if head:
-            costs, factor = _llama_rate(dev, head_type)
-            if costs is None:
-                return None
-            groups.append((costs, head_elements, factor))
-    else:
+    found = _matmul_groups(
+        spec, precision, dev, layer_elements=layer_elements, head_elements=head_elements, share=share
+    )
+    if found is None:
         return None
+    groups, head_group = found
+    if head:
+        if head_group is None:
+            return None
+        groups = [*groups, head_group]
     main = groups[0][0]
     if prec.runtime == "llama.cpp":
         # attention over the cache does not depend on the weights' type: one figure (the median of the types'
@@ -674,28 +688,13 @@ def _measured_prefill(
     the same rate, and never less than streaming the weights once per pass."""
     prec = P.get(precision, spec)
     layer_elements, head_elements = matmul_elements(spec, tokens=prompt_tokens * batch)
-    groups: list[tuple[StepCosts, float, float]] = []  # the layers' matrices: (costs, elements, factor)
-    head_group: tuple[StepCosts, float, float] | None = None
-    if prec.runtime == "transformers":
-        key, factor = _transformers_key(prec, precision)
-        costs = measured_costs(dev, "transformers", key)
-        if costs is None:
-            return None
-        groups.append((costs, layer_elements * share, factor))
-        head_group = (costs, head_elements, factor)
-    elif prec.runtime == "llama.cpp":
-        by_type, (head_type, _n) = M.gguf_matmul_types(spec, precision)
-        total = sum(by_type.values()) or 1
-        for type_name, n in by_type.items():
-            costs, factor = _llama_rate(dev, type_name)
-            if costs is None:
-                return None
-            groups.append((costs, n * layer_elements / total * share, factor))
-        costs, factor = _llama_rate(dev, head_type)
-        if costs is None:
-            return None
-        head_group = (costs, head_elements, factor)
-    else:
+    found = _matmul_groups(
+        spec, precision, dev, layer_elements=layer_elements, head_elements=head_elements, share=share
+    )
+    if found is None:
+        return None
+    groups, head_group = found
+    if head_group is None:
         return None
     main = max(groups, key=lambda g: g[1])[0]
     chunk = M.prefill_chunk(prompt_tokens, device_kind=dev.kind, runtime=prec.runtime)
@@ -708,7 +707,7 @@ def _measured_prefill(
     compute = sum(n * tokens / (c.prefill_elements_per_s * pf) for c, n, _f in groups if c.prefill_elements_per_s > 0)
     compute += passes * sum(n * max(1 / (c.elements_per_s * f) - 1 / c.elements_per_s, 0.0)
                             for c, n, f in groups if c.elements_per_s > 0 and f > 0)  # fmt: skip
-    if head and head_group is not None:
+    if head:
         # Only the last position's logits are computed in a prompt pass (transformers' logits_to_keep=1,
         # llama.cpp's one output): the head costs one token's worth per pass, at the decode rate.
         c, n, f = head_group

@@ -71,7 +71,6 @@ def add_user_model(spec: ModelSpec) -> Path:
     from advisor.fileio import locked, write_atomic
 
     path = _user_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
     with locked(path):
         data = _user()
         data[spec.id] = spec.to_json()

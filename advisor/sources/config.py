@@ -12,6 +12,7 @@ transformers runtime really does.
 
 from __future__ import annotations
 
+import itertools
 import re
 import threading
 from pathlib import Path
@@ -376,14 +377,9 @@ def _moe_counts(text, model) -> tuple[int | None, int | None]:
     if experts and top_k:
         return experts, top_k
     nested = [value for value in vars(text).values() if hasattr(value, "__dict__") or isinstance(value, dict)]
-    for sub in nested:
-        experts = experts or _first(sub, K.EXPERTS)
-        top_k = top_k or _first(sub, K.TOP_K)
-    if experts and top_k:
-        return experts, top_k
-    for module in model.modules():
-        experts = experts or _first(module, K.EXPERTS)
-        top_k = top_k or _first(module, K.TOP_K)
+    for source in itertools.chain(nested, model.modules()):  # sub-configs first, then the modules
+        experts = experts or _first(source, K.EXPERTS)
+        top_k = top_k or _first(source, K.TOP_K)
         if experts and top_k:
             break
     return experts, top_k
