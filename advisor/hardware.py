@@ -1443,8 +1443,20 @@ def too_contended(share: float | None) -> bool:
 
 
 def _contended(hw: Hardware) -> bool:
+    """Measured while other work shared the CPU, and not yet measured a second time (one retry: on a machine that
+    stays busy, every command would otherwise probe again, 30 s or more each; `advisor hw --refresh` re-measures)."""
     cpu = hw.cpu
-    return too_contended((cpu.details or {}).get("cpu_contention") if cpu is not None else None)
+    details = (cpu.details or {}) if cpu is not None else {}
+    return not details.get("contention_retried") and too_contended(details.get("cpu_contention"))
+
+
+def _retried(hw: Hardware) -> Hardware:
+    """`hw` marked as the profile kept after the one retry a contended profile gets."""
+    cpu = hw.cpu
+    if cpu is None:
+        return hw
+    marked = dataclasses.replace(cpu, details={**(cpu.details or {}), "contention_retried": True})
+    return dataclasses.replace(hw, devices=tuple(marked if d is cpu else d for d in hw.devices))
 
 
 def _cpu_bandwidth(hw: Hardware) -> float:
@@ -1459,7 +1471,7 @@ def load_or_probe(refresh: bool = False) -> Hardware:
     - a corrupt file is renamed to `hardware.json.corrupt-<UTC timestamp>` and re-measured,
       with a warning in the returned profile's notes (not in the saved one);
     - available RAM is refreshed on every load; measured figures are kept;
-    - a profile measured under heavy CPU contention is measured again, and the better one kept.
+    - a profile measured under heavy CPU contention is measured again, once, and the better one kept.
     """
     path = cache_path()
     warnings: list[str] = []
@@ -1473,11 +1485,12 @@ def load_or_probe(refresh: bool = False) -> Hardware:
             # Measured while other work shared the CPU: measure again and keep the less disturbed
             # profile (contention only ever lowers the figures).
             fresh = probe()
-            hw = fresh if _cpu_bandwidth(fresh) >= _cpu_bandwidth(cached) else _refresh_volatile(cached)
-            if hw is fresh:
-                with contextlib.suppress(OSError):
-                    save_hardware(fresh, path)
-            return hw
+            kept = fresh if _cpu_bandwidth(fresh) >= _cpu_bandwidth(cached) else cached
+            if _contended(kept):
+                kept = _retried(kept)
+            with contextlib.suppress(OSError):
+                save_hardware(kept, path)
+            return kept if kept is fresh else _refresh_volatile(kept)
     hw = probe()
     try:
         save_hardware(hw, path)
