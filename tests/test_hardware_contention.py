@@ -14,15 +14,21 @@ def with_cpu(hw, bandwidth, contention):
     return dataclasses.replace(hw, devices=tuple(new_cpu if d is cpu else d for d in hw.devices))
 
 
+def probe_returning(monkeypatch, hw) -> list[int]:
+    """Replace the probe by one that returns `hw`; the list it returns grows by one per call."""
+    calls: list[int] = []
+
+    def fake_probe(**kwargs):
+        calls.append(1)
+        return hw
+
+    monkeypatch.setattr(hardware, "probe", fake_probe)
+    return calls
+
+
 def test_contended_profile_is_remeasured_and_better_kept(_probed_hardware, monkeypatch):
     hardware.save_hardware(with_cpu(_probed_hardware, 5.0, 0.6))
-    calls = []
-
-    def fresh_probe(**kwargs):
-        calls.append(1)
-        return with_cpu(_probed_hardware, 20.0, 0.0)
-
-    monkeypatch.setattr(hardware, "probe", fresh_probe)
+    calls = probe_returning(monkeypatch, with_cpu(_probed_hardware, 20.0, 0.0))
     hw = hardware.load_or_probe()
     assert calls and hw.cpu.bandwidth_gbps == 20.0
     # The quiet profile replaced the contended one: the next load measures nothing.
@@ -49,13 +55,7 @@ def test_a_contended_profile_is_measured_again_only_once(_probed_hardware, monke
     """On a machine that stays busy the retry is contended too: the better of the two is kept and not measured a
     third time on the next command (each probe costs 30 s or more; `advisor hw --refresh` still re-measures)."""
     hardware.save_hardware(with_cpu(_probed_hardware, 18.0, 0.5))
-    calls = []
-
-    def busy_probe(**kwargs):
-        calls.append(1)
-        return with_cpu(_probed_hardware, 9.0, 0.7)
-
-    monkeypatch.setattr(hardware, "probe", busy_probe)
+    calls = probe_returning(monkeypatch, with_cpu(_probed_hardware, 9.0, 0.7))
     assert hardware.load_or_probe().cpu.bandwidth_gbps == 18.0
     assert hardware.load_or_probe().cpu.bandwidth_gbps == 18.0
     assert len(calls) == 1
