@@ -52,7 +52,7 @@ from advisor.spec import Device, Hardware
 from advisor.textutil import first_line
 
 CACHE_FILE = "hardware.json"
-SCHEMA = 4  # bump when the meaning of a stored figure changes: older caches are re-measured
+SCHEMA = 5  # bump when the meaning of a stored figure changes: older caches are re-measured
 
 MiB = 2**20
 GiB = 2**30
@@ -585,7 +585,10 @@ def measure_runtime_costs(notes: list[str]) -> dict[str, Any]:
             with tempfile.TemporaryDirectory(prefix="advisor-probe-") as tmp:
                 costs, why = measure_llamacpp(Path(tmp))
             if costs:
+                stream = costs.pop("stream", None)
                 out["llama.cpp"] = costs
+                if stream:
+                    out["llama.cpp stream"] = stream  # not a tensor type: the cost of weights read from memory
             elif why:
                 notes.append(f"llama.cpp step costs not measured: {why}")
     except Exception as exc:

@@ -9,6 +9,14 @@ built here with random weights (speed does not depend on weight values for these
     tiny2  2 layers, hidden 64   -> the per-token constant        (weights negligible)
     tiny8  8 layers, hidden 64   -> the per-layer constant        (slope over layers)
     wide8  8 layers, hidden 512  -> the weight rate, attention and prefill (what the constants leave)
+    wide2k 2 layers, hidden 2048 -> (transformers) the weight rate split into a cost per element and per output row
+
+A matrix-vector product costs a little per output row (the row's reduction and store) besides reading its elements:
+torch's bf16 GEMV ran 6-7 G elements/s on 576-wide rows and 13-15 on 4864-wide ones here (~60 ns a row plus
+~17 G elements/s, the DRAM's 34 GB/s). One probe width cannot tell the two apart, and a model of another width
+then inherits the wrong mix: calibrated on SmolLM2-135M (about 650 elements a row), bf16 decode of 1B models
+(2,400 a row) was predicted 15-25% off, in either direction as the probe's one rate moved. wide8 (620 elements a
+row) and wide2k (2,450) separate them.
 
 transformers models are built with transformers' own Llama in each dtype and run by advisor's transformers
 engine; llama.cpp models are written as GGUF files (gguf-py's quantizers, and llama.cpp's own for the K-quants)
@@ -25,10 +33,17 @@ from advisor.spec import StepCosts
 
 # (layers, hidden, intermediate) of the probe models; heads of 64 dimensions, a quarter of them KV heads.
 SHAPES = {"tiny2": (2, 64, 128), "tiny8": (8, 64, 128), "wide8": (8, 512, 1536)}
+WIDE2K = (2, 2048, 5632)  # transformers only (llama.cpp's stream term is priced apart: see costmodel.speed)
 VOCAB = 256
 DECODE_TOKENS = 16
-DEPTH_SHORT, DEPTH_LONG = 8, 384
-PREFILL_SHORT, PREFILL_LONG = 16, 128
+# NOTE: the long depth is the deepest bench measures: fp32's attention over the cache added only 0.4 ms to a
+# 6.4 ms step at depth 384 on wide8, within the repeats' spread, and its per-element cost read 1.6e-10 to 7.6e-10 s
+# between probes; at 1024 the difference doubles and read 3.2-3.8e-10 (bf16 1.4-1.5e-9 at both depths).
+DEPTH_SHORT, DEPTH_LONG = 8, 1024
+# NOTE: prompts of 16, 128 and 512 tokens separate a pass's constant, its cost per token (the weights' GEMMs) and
+# attention's cost, which grows with the square of the prompt: timed at 16 and 128 tokens alone, llama.cpp's 512-token
+# prompts on the AMD VM ran 27-31% slower than priced in F16, BF16 and F32 (benchmarks/accuracy.py run 9).
+PREFILL_SHORT, PREFILL_LONG, PREFILL_LONGEST = 16, 128, 512
 REPEATS = 3
 TRANSFORMERS_DTYPES = ("fp32", "bf16", "fp16")
 # llama.cpp tensor types timed: those gguf-py writes directly, and two K-quants made by llama.cpp's quantizer
@@ -38,8 +53,10 @@ TRANSFORMERS_DTYPES = ("fp32", "bf16", "fp16")
 # Q4_0) but through the plain dot product for Q5_1 (as for Q4_1) (ggml-cpu/llamafile/sgemm.cpp), so no one
 # measured type stood for both: borrowing Q4_1's rate priced Q5_0 prompts 30-40% slow and Q5_1's 20-30% fast
 # (benchmarks/accuracy.py; they are also what the K-quants fall back to on rows that are not a multiple of 256).
-LLAMA_TYPES = ("F32", "F16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q6_K")
-LLAMA_DIRECT = ("F32", "F16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1")
+# BF16 has its own rate too: on a CPU with AVX512-BF16 (the AMD EPYC VM) llama.cpp multiplies BF16 natively, and a
+# BF16 GGUF's prompts ran 25-30% faster than F16's rate priced them (benchmarks/accuracy.py runs 11 and 12).
+LLAMA_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q6_K")
+LLAMA_DIRECT = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1")
 
 
 def heads_of(hidden: int) -> tuple[int, int, int]:
@@ -55,9 +72,21 @@ def matmul_elements(layers: int, hidden: int, inter: int, vocab: int = VOCAB) ->
     return layers * per_layer + vocab * hidden
 
 
-def kv_elements(layers: int, hidden: int, depth: int) -> int:
+def matmul_rows(layers: int, hidden: int, inter: int, vocab: int = VOCAB) -> int:
+    """Output rows of the matrices one decode step multiplies (q, k, v, o, gate, up, down per layer; the head)."""
     _heads, kv, hd = heads_of(hidden)
-    return 2 * layers * kv * hd * depth
+    return layers * (3 * hidden + 2 * kv * hd + 2 * inter) + vocab
+
+
+def kv_elements(layers: int, hidden: int, depth: int) -> int:
+    """Cached K/V elements as attention reads them: once for each query head (a grouped KV head serves several).
+    NOTE: per query head, not per stored element: attention's cost on the CPU is its arithmetic (transformers'
+    SDPA repeats K and V for each query head; llama.cpp multiplies each head's queries by the cache), far below
+    the memory's speed. Counted per stored element, the probe (4 query heads to a KV head) overpriced the depth
+    cost of SmolLM2 (3 to 1) by ~35% in bf16, int4 and int8 and every llama.cpp type (benchmarks/accuracy.py runs
+    7-9: decode at depth 1024 read 12-26% fast there, 64 within 10%)."""
+    heads, _kv, hd = heads_of(hidden)
+    return 2 * layers * heads * hd * depth
 
 
 def fit(samples: dict[str, dict[str, float]]) -> StepCosts:
@@ -77,6 +106,13 @@ def fit(samples: dict[str, dict[str, float]]) -> StepCosts:
     weights_s = tw - per_token - lw * per_layer
     elements = matmul_elements(lw, hw, iw)  # (the tiny models' weights are noise next to these)
     rate = elements / weights_s if weights_s > 0 else elements / max(tw, 1e-9)
+    per_row, stream_rate = 0.0, 0.0
+    if "wide2k" in samples:
+        split = _fit_rows(samples)
+        if split is not None:
+            per_token, per_layer, per_row, stream_rate = split
+            weights_s = tw - per_token - lw * per_layer
+            rate = elements / weights_s if weights_s > 0 else rate
     long = samples["wide8"]["decode_long_s"]
     extra = kv_elements(lw, hw, DEPTH_LONG) - kv_elements(lw, hw, DEPTH_SHORT)
     depth = DEPTH_LONG - DEPTH_SHORT
@@ -97,8 +133,50 @@ def fit(samples: dict[str, dict[str, float]]) -> StepCosts:
     if per_token_prefill <= 0:  # a disturbed pair: the long prefill's own rate is the better figure
         per_token_prefill = p_long / PREFILL_LONG
     pass_s = max(p_short - PREFILL_SHORT * per_token_prefill, 0.0)
+    attention = 0.0
+    if "prefill_longest_s" in samples["wide8"]:
+        square = _fit_square(p_short, p_long, samples["wide8"]["prefill_longest_s"])
+        if square is not None:
+            pass_s, per_token_prefill, per_square = square
+            attention = per_square / (lw * hw)  # per layer, attention width (heads x head dim = hidden) and token^2
     prefill_rate = matmul_elements(lw, hw, iw) / per_token_prefill
-    return StepCosts(per_token, per_layer, rate, context, pass_s, prefill_rate, per_token_depth)
+    return StepCosts(per_token, per_layer, rate, context, pass_s, prefill_rate, per_token_depth, per_row, stream_rate,
+                     attention)  # fmt: skip
+
+
+def _fit_square(p1: float, p2: float, p3: float) -> tuple[float, float, float] | None:
+    """(constant, per token, per token^2) of prefills timed at the three prompt lengths; None when the timings do
+    not describe a machine (a negative term: a disturbed repeat)."""
+    n1, n2, n3 = PREFILL_SHORT, PREFILL_LONG, PREFILL_LONGEST
+    d1, d2 = (p2 - p1) / (n2 - n1), (p3 - p2) / (n3 - n2)
+    square = (d2 - d1) / (n3 - n1)
+    per_token = d1 - square * (n1 + n2)
+    constant = p1 - per_token * n1 - square * n1 * n1
+    if square <= 0 or per_token <= 0:
+        return None
+    return max(constant, 0.0), per_token, square
+
+
+def _fit_rows(samples: dict[str, dict[str, float]]) -> tuple[float, float, float, float] | None:
+    """(per_token, per_layer, per_row, stream rate): the two wide models' weight time solved for a cost per element
+    and per output row; the tiny models' own rows and elements then come out of the constants, and the solve is
+    repeated until it settles. None when a split comes out negative (a disturbed timing): the costs stay unseparated."""
+    shapes = {**SHAPES, "wide2k": WIDE2K}
+    elements = {name: matmul_elements(*shapes[name]) for name in ("tiny2", "tiny8", "wide8", "wide2k")}
+    rows = {name: matmul_rows(*shapes[name]) for name in elements}
+    layers = {name: shapes[name][0] for name in elements}
+    per_row = per_element = 0.0
+    for _ in range(8):  # the tiny models' weights are small: each round takes most of what is left
+        own = {n: samples[n]["decode_s"] - rows[n] * per_row - elements[n] * per_element for n in elements}
+        per_layer = max((own["tiny8"] - own["tiny2"]) / (layers["tiny8"] - layers["tiny2"]), 0.0)
+        per_token = max(own["tiny2"] - layers["tiny2"] * per_layer, 0.0)
+        w1, w2 = (samples[n]["decode_s"] - per_token - layers[n] * per_layer for n in ("wide8", "wide2k"))
+        e1, e2, r1, r2 = elements["wide8"], elements["wide2k"], rows["wide8"], rows["wide2k"]
+        per_row = (w1 * e2 - w2 * e1) / (r1 * e2 - r2 * e1)
+        per_element = (w1 - r1 * per_row) / e1
+        if per_row <= 0 or per_element <= 0:
+            return None
+    return per_token, per_layer, per_row, 1.0 / per_element
 
 
 def rounded(costs: StepCosts) -> dict[str, float]:
@@ -124,9 +202,10 @@ def _time_engine(engine, *, full: bool, long: bool = False) -> dict[str, float]:
 
     out = {"decode_s": step(short)}
     if long or full:
-        out["decode_long_s"] = step([5] * DEPTH_LONG, 2)
+        out["decode_long_s"] = step([5] * DEPTH_LONG)
     if full:
-        out.update(prefill_short_s=prefill(PREFILL_SHORT), prefill_long_s=prefill(PREFILL_LONG))
+        out.update(prefill_short_s=prefill(PREFILL_SHORT), prefill_long_s=prefill(PREFILL_LONG),
+                   prefill_longest_s=prefill(PREFILL_LONGEST))  # fmt: skip
     return out
 
 
@@ -144,6 +223,9 @@ def plausible(costs: StepCosts) -> bool:
         and costs.per_layer_s < 0.01
         and costs.context_s_per_element < 1e-6
         and costs.prefill_pass_s < 0.5
+        and costs.per_row_s < 1e-5
+        and costs.prefill_attention_s < 1e-8
+        and (costs.stream_elements_per_s == 0 or 1e7 < costs.stream_elements_per_s < 1e14)
     )
 
 
@@ -161,8 +243,18 @@ class _NoTokenizer:
         return ""
 
 
+# bitsandbytes kinds timed like the dtypes, by the precision that loads them (int4-dq shares int4's kind)
+BNB_PRECISIONS = {"bnb8": "int8", "bnb4": "int4"}
+
+
 def measure_transformers(dtypes: tuple[str, ...] = TRANSFORMERS_DTYPES, device: str = "cpu") -> dict[str, Any]:
-    """{dtype: StepCosts json} for transformers on `device` (torch is imported by the caller's probe)."""
+    """{dtype or bitsandbytes kind: StepCosts json} for transformers on `device` (torch is imported by the caller's
+    probe). The bitsandbytes kinds are timed where bitsandbytes is installed: their kernels' costs differ from the
+    16-bit ones in ways no constant carries between machines (LLM.int8's CPU prompt rate against bf16's read 1.9x to
+    2.8x on different days here)."""
+    import importlib.util
+    import tempfile
+
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -171,28 +263,48 @@ def measure_transformers(dtypes: tuple[str, ...] = TRANSFORMERS_DTYPES, device: 
     from advisor.hf import quiet
 
     torch_dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+    kinds = [*dtypes]
+    if dtypes == TRANSFORMERS_DTYPES and device == "cpu" and importlib.util.find_spec("bitsandbytes") is not None:
+        kinds += list(BNB_PRECISIONS)
     out: dict[str, Any] = {}
-    for dtype in dtypes:
-        samples = {}
-        for name, (layers, hidden, inter) in SHAPES.items():
-            heads, kv, _hd = heads_of(hidden)
-            config = LlamaConfig(vocab_size=VOCAB, hidden_size=hidden, intermediate_size=inter,
-                                 num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv,
-                                 max_position_embeddings=4096, tie_word_embeddings=True, bos_token_id=0,
-                                 eos_token_id=None, pad_token_id=0)  # fmt: skip
-            torch.manual_seed(0)
-            with quiet():
-                model = LlamaForCausalLM(config).to(torch_dtypes[dtype]).to(device).eval()
-            engine = TransformersEngine(
-                model, _NoTokenizer(), artifact=Artifact("probe", Path("."), "transformers", "probe"),
-                options=LoadOptions(dtype), load_seconds=0.0,
-            )  # fmt: skip
-            samples[name] = _time_engine(engine, full=name == "wide8", long=name == "tiny2")
-            engine.close()
-        costs = fit(samples)
-        if plausible(costs):
-            out[dtype] = rounded(costs)
+    with tempfile.TemporaryDirectory(prefix="advisor-probe-") as tmp:
+        for kind in kinds:
+            samples = {}
+            for name, (layers, hidden, inter) in {**SHAPES, "wide2k": WIDE2K}.items():
+                heads, kv, _hd = heads_of(hidden)
+                config = LlamaConfig(vocab_size=VOCAB, hidden_size=hidden, intermediate_size=inter,
+                                     num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv,
+                                     max_position_embeddings=4096, tie_word_embeddings=True, bos_token_id=0,
+                                     eos_token_id=None, pad_token_id=0)  # fmt: skip
+                torch.manual_seed(0)
+                with quiet():
+                    if kind in BNB_PRECISIONS:
+                        model = _bnb_model(LlamaForCausalLM(config).to(torch.bfloat16), kind, Path(tmp) / name)
+                    else:
+                        model = LlamaForCausalLM(config).to(torch_dtypes[kind]).to(device).eval()
+                engine = TransformersEngine(
+                    model, _NoTokenizer(), artifact=Artifact("probe", Path("."), "transformers", "probe"),
+                    options=LoadOptions(BNB_PRECISIONS.get(kind, kind)), load_seconds=0.0,
+                )  # fmt: skip
+                samples[name] = _time_engine(engine, full=name == "wide8", long=name == "tiny2")
+                engine.close()
+                del model, engine
+            costs = fit(samples)
+            if plausible(costs):
+                out[kind] = rounded(costs)
     return out
+
+
+def _bnb_model(model, kind: str, folder: Path):
+    """The probe model quantized by bitsandbytes the way advisor loads a checkpoint (from_pretrained with the
+    precision's quantization config), from a bf16 safetensors copy in `folder`."""
+    from transformers import LlamaForCausalLM
+
+    from advisor.engines.transformers import load_kwargs
+
+    model.save_pretrained(folder)
+    quantized = LlamaForCausalLM.from_pretrained(folder, device_map="cpu", **load_kwargs(BNB_PRECISIONS[kind]))
+    return quantized.eval()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -212,8 +324,18 @@ def _byte_tokens() -> list[str]:
     return [chr(c) for c in cs]
 
 
-def write_probe_gguf(path: Path, layers: int, hidden: int, inter: int, tensor_type: str, seed: int = 0) -> Path:
-    """A Llama of random weights in one GGUF tensor type (gguf-py's own quantizers), with a byte vocabulary."""
+def write_probe_gguf(
+    path: Path,
+    layers: int,
+    hidden: int,
+    inter: int,
+    tensor_type: str,
+    seed: int = 0,
+    vocab: int = VOCAB,
+    reuse_layers: bool = False,
+) -> Path:
+    """A Llama of random weights in one GGUF tensor type (gguf-py's own quantizers), with a byte vocabulary; with
+    `reuse_layers`, every layer holds the same (quantized once) matrices: as fast to read, far faster to write."""
     import numpy as np
     from gguf import GGMLQuantizationType, GGUFWriter
     from gguf.quants import quantize
@@ -229,29 +351,36 @@ def write_probe_gguf(path: Path, layers: int, hidden: int, inter: int, tensor_ty
     writer.add_head_count_kv(kv)
     writer.add_rope_dimension_count(hd)
     writer.add_layer_norm_rms_eps(1e-5)
-    writer.add_vocab_size(VOCAB)
+    writer.add_vocab_size(vocab)
     writer.add_file_type(0)
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre("default")
-    writer.add_token_list([*_byte_tokens()[: VOCAB - 1], "ĠĠ"])
-    writer.add_token_types([1] * VOCAB)
+    writer.add_token_list([*_byte_tokens()[: VOCAB - 1], "ĠĠ", *(f"<p{i}>" for i in range(vocab - VOCAB))])
+    writer.add_token_types([1] * VOCAB + [4] * (vocab - VOCAB))  # the extra ones as user-defined tokens
     writer.add_token_merges(["Ġ Ġ"])  # llama.cpp's BPE loader wants at least one merge
     writer.add_bos_token_id(0)
     writer.add_eos_token_id(1)
     rng = np.random.default_rng(seed)
+    made: dict[tuple[int, int], Any] = {}
 
     def add(name: str, rows: int, cols: int) -> None:
-        data = (rng.standard_normal((rows, cols)) * 0.02).astype(np.float32)
-        if tensor_type == "F32":
-            writer.add_tensor(name, data)
-        elif tensor_type == "F16":
-            writer.add_tensor(name, data.astype(np.float16))
+        key = (rows, cols) if reuse_layers and name.startswith("blk.") else None
+        if key in made:
+            data = made[key]
         else:
-            qtype = getattr(GGMLQuantizationType, tensor_type)
-            packed = quantize(data, qtype)
-            writer.add_tensor(name, packed, raw_shape=packed.shape, raw_dtype=qtype)
+            data = (rng.standard_normal((rows, cols)) * 0.02).astype(np.float32)
+            if tensor_type == "F16":
+                data = data.astype(np.float16)
+            elif tensor_type != "F32":
+                data = quantize(data, getattr(GGMLQuantizationType, tensor_type))
+            if key is not None:
+                made[key] = data
+        if tensor_type in ("F32", "F16"):
+            writer.add_tensor(name, data)
+        else:
+            writer.add_tensor(name, data, raw_shape=data.shape, raw_dtype=getattr(GGMLQuantizationType, tensor_type))
 
-    add("token_embd.weight", VOCAB, hidden)
+    add("token_embd.weight", vocab, hidden)
     writer.add_tensor("output_norm.weight", np.ones(hidden, np.float32))
     for i in range(layers):
         writer.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(hidden, np.float32))
@@ -278,7 +407,7 @@ def measure_llamacpp_here(workdir: Path, types: tuple[str, ...] = LLAMA_TYPES) -
 
     def timed(path: Path, full: bool, long: bool = False) -> dict[str, float]:
         engine = LlamaCppEngine.load(Artifact("probe", path, "llama.cpp", "probe"),
-                                     LoadOptions("gguf-file", context=1024, gpu_layers=0))  # fmt: skip
+                                     LoadOptions("gguf-file", context=2048, gpu_layers=0))  # fmt: skip
         try:
             return _time_engine(engine, full=full, long=long)
         finally:
@@ -303,7 +432,40 @@ def measure_llamacpp_here(workdir: Path, types: tuple[str, ...] = LLAMA_TYPES) -
         costs = fit(samples)
         if plausible(costs):
             out[tensor_type] = rounded(costs)
+    if "Q4_0" in out:
+        stream = _stream_cost(workdir, timed, StepCosts.from_json(out["Q4_0"]))
+        if stream is not None:
+            out["stream"] = {"s_per_byte": float(f"{stream:.6g}"), "cache_resident_bytes": STREAM_PROBE_SMALL}
     return out
+
+
+# NOTE: llama.cpp's CPU kernels do not hide memory reads behind the arithmetic, and the probe's wide8 models (14-48
+# MB) run from the cache on most CPUs: a model that does not fit pays its bytes on top. That cost is measured, not
+# read off torch's bandwidth figure: a deep Q4_0 model larger than a VM's share of any last-level cache (64 layers
+# of wide8's shape, 109 MB) against the wide8 Q4_0 (13.6 MB). Same width, so the same kernels' arithmetic per
+# element (a 1024-wide deep model ran its wider rows so much faster that it hid the reading). On the 2-vCPU AMD
+# EPYC VM (32 MiB L3) a 30-layer, 51 MB Q4_0 model ran 0.11 ms a layer against 0.07 for the 8-layer one: ~32 GB/s
+# of extra reading, where torch's matrix-vector product reads 26 GB/s and llama.cpp's own F32 probe streamed at
+# 55 GB/s (arithmetic and reading overlapped there).
+STREAM_SHAPE = (64, 512, 1536)
+STREAM_PROBE_SMALL = 13_639_680  # bytes of the wide8 Q4_0 probe's matrices (what sat in the cache)
+
+
+def _stream_cost(workdir: Path, timed, q4: StepCosts) -> float | None:
+    """Seconds per byte a llama.cpp decode step pays for weights that come from memory, not the cache: the deep
+    Q4_0 model's step less what its elements cost at the cache-resident wide8 rate and the constants."""
+    from advisor.precision import gguf_bits_per_weight
+
+    layers, hidden, inter = STREAM_SHAPE
+    path = write_probe_gguf(workdir / "deep-Q4_0.gguf", layers, hidden, inter, "Q4_0", reuse_layers=True)
+    try:
+        step = timed(path, False)["decode_s"]
+    finally:
+        path.unlink(missing_ok=True)
+    elements = matmul_elements(layers, hidden, inter)
+    extra = step - q4.per_token_s - layers * q4.per_layer_s - elements / q4.elements_per_s
+    per_byte = extra / (elements * gguf_bits_per_weight("Q4_0") / 8)
+    return per_byte if 0 < per_byte < 1e-8 else None
 
 
 # The llama.cpp file type that, quantized "pure", gives every probe tensor the type (rows of 512 and 1536 divide

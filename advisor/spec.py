@@ -156,6 +156,12 @@ class StepCosts(_Json):
     prefill_pass_s: float  # a prefill pass's constant
     prefill_elements_per_s: float  # token x weight-element products per second in a prefill pass
     context_s_per_token: float = 0.0  # per cached token per step, whatever the width (mask, positions)
+    # Where the probe timed two widths (transformers): a weight matrix's decode time split into its elements, read
+    # at `stream_elements_per_s`, and its output rows at `per_row_s` each (0: not separated, use elements_per_s).
+    per_row_s: float = 0.0
+    stream_elements_per_s: float = 0.0
+    # a prefill's attention, per layer, attention width (heads x head dim) and token^2 (0: priced at the GEMM rate)
+    prefill_attention_s: float = 0.0
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> StepCosts:

@@ -60,6 +60,14 @@ CONFIGS = {
     "teknium/OpenHermes-2.5-Mistral-7B": "data/configs/mistralai__Mistral-7B-Instruct-v0.1.json",
     "TheBloke/zephyr-7B-beta-AWQ": "data/configs/mistralai__Mistral-7B-Instruct-v0.1.json",
     "google/gemma-2-9b": "data/configs/google__gemma-2-9b-it.json",
+    # batch 3: quantized checkpoints keep their base model's architecture
+    "Qwen/Qwen3-14B-AWQ": "data/configs/Qwen__Qwen3-14B.json",
+    "Qwen/Qwen2.5-7B-Instruct-AWQ": "data/configs/Qwen__Qwen2.5-7B-Instruct.json",
+    "TechxGenus/DeepSeek-V2-Lite-Chat-AWQ": "data/configs/deepseek-ai__DeepSeek-V2-Lite.json",
+    "Qwen/Qwen3-4B-Instruct-2507-FP8": "data/configs/Qwen__Qwen3-4B-Instruct-2507.json",
+    "kaitchup/Phi-4-AutoRound-GPTQ-4bit": "data/configs/microsoft__phi-4.json",
+    "google/gemma-4-E2B": "data/configs/google__gemma-4-E2B-it.json",
+    "google/gemma-4-E2B-it-qat-w4a16-ct": "data/configs/google__gemma-4-E2B-it.json",
 }
 
 # Versions the notes infer from file:line layouts where the log does not print one.
@@ -74,7 +82,7 @@ VERSIONS = {
     "vllm25970_qwen25_omni_7b_a100_40g": "0.10.2",
     "recipes_kimi_k2_thinking_8xh200_tp8": "0.11.1",
     "recipes_kimi_k2_thinking_8xh200_tp8_dcp8": "0.11.1",
-    "koreannotes_qwen25_05b_16g_v2runner": "0.30.0",
+    "koreannotes_qwen25_05b_16g_v2runner": "0.26.0",
     "vllm19996_llama31_8b_eagle_h100": "0.9.2",
     "oci_aqua_llama31_8b_a10_v0": "0.7.0",
     "zhnotes_qwen3_8b_fp8_24g_tp1_0102": "0.10.2",
@@ -87,6 +95,7 @@ VERSIONS = {
     "vllm_pr10511_llama3_8b_tp1": "0.6.5",
     "vllm_pr10511_llama3_8b_tp2": "0.6.5",
     "h200notes_deepseek_r1_tp8_v0": "0.7.3",
+    "davidshare_phi4_gptq_80g_v065": "0.6.5",
 }
 
 # Configurations advisor does not model: said so, not counted.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from advisor import runtime_costs as R
@@ -13,18 +15,27 @@ TRUE = StepCosts(per_token_s=4e-4, per_layer_s=2e-4, elements_per_s=6e9, context
 
 
 def timings(costs: StepCosts) -> dict[str, dict[str, float]]:
-    """What the probe would time for each shape if the machine behaved exactly as `costs` says."""
+    """What the probe would time for each shape if the machine behaved exactly as `costs` says (with the wide2k
+    shape too when `costs` splits a matrix's time into elements and rows)."""
     out = {}
-    for name, (layers, hidden, inter) in R.SHAPES.items():
+    shapes = {**R.SHAPES, "wide2k": R.WIDE2K} if costs.per_row_s else R.SHAPES
+    for name, (layers, hidden, inter) in shapes.items():
         elements = R.matmul_elements(layers, hidden, inter)
-        step = costs.per_token_s + layers * costs.per_layer_s + elements / costs.elements_per_s
+        if costs.per_row_s:
+            weights = elements / costs.stream_elements_per_s + R.matmul_rows(layers, hidden, inter) * costs.per_row_s
+        else:
+            weights = elements / costs.elements_per_s
+        step = costs.per_token_s + layers * costs.per_layer_s + weights
         long = step + costs.context_s_per_element * (R.kv_elements(layers, hidden, R.DEPTH_LONG)
                                                      - R.kv_elements(layers, hidden, R.DEPTH_SHORT))  # fmt: skip
         long += costs.context_s_per_token * (R.DEPTH_LONG - R.DEPTH_SHORT)
         prefill = {n: costs.prefill_pass_s + n * elements / costs.prefill_elements_per_s
-                   for n in (R.PREFILL_SHORT, R.PREFILL_LONG)}  # fmt: skip
+                   + costs.prefill_attention_s * layers * hidden * n * n
+                   for n in (R.PREFILL_SHORT, R.PREFILL_LONG, R.PREFILL_LONGEST)}  # fmt: skip
         out[name] = {"decode_s": step, "decode_long_s": long, "prefill_short_s": prefill[R.PREFILL_SHORT],
                      "prefill_long_s": prefill[R.PREFILL_LONG]}  # fmt: skip
+        if costs.prefill_attention_s:
+            out[name]["prefill_longest_s"] = prefill[R.PREFILL_LONGEST]
     return out
 
 
@@ -55,7 +66,7 @@ def test_decode_uses_the_measured_costs_where_the_probe_took_them():
     hw = Hardware(devices=(cpu,), source="probe")
     place = S.plan(spec, "bf16", hw, context=1024)
     layers_elements, head = S.matmul_elements(spec)
-    kv = spec.kv.full_elements * 64
+    kv = spec.kv.full_elements * 64 * spec.num_attention_heads / spec.num_kv_heads  # read once per query head
     expected = TRUE.per_token_s + spec.num_layers * TRUE.per_layer_s + (layers_elements + head) / TRUE.elements_per_s
     expected += kv * TRUE.context_s_per_element + 64 * TRUE.context_s_per_token
     seconds, basis = S.decode_seconds(spec, "bf16", hw, place, depth=64)
@@ -122,3 +133,228 @@ def test_old_profiles_without_the_per_token_depth_cost_still_read():
     assert StepCosts.from_json(data).context_s_per_token == 0.0
     with pytest.raises(TypeError):
         StepCosts.from_json({k: v for k, v in data.items() if k != "per_token_s"})
+
+
+ROWS = dataclasses.replace(TRUE, per_row_s=6e-8, stream_elements_per_s=1.7e10)
+
+
+def test_the_fit_separates_a_cost_per_output_row_from_the_cost_per_element():
+    fitted = R.fit(timings(ROWS))
+    assert fitted.per_row_s == pytest.approx(ROWS.per_row_s, rel=0.01)
+    assert fitted.stream_elements_per_s == pytest.approx(ROWS.stream_elements_per_s, rel=0.01)
+    # the tiny models' own rows and elements come out of the constants
+    assert fitted.per_layer_s == pytest.approx(ROWS.per_layer_s, rel=0.01)
+    assert fitted.per_token_s == pytest.approx(ROWS.per_token_s, rel=0.01)
+    # the one rate of the wide8 probe is what it always was: elements over the weights' time
+    layers, hidden, inter = R.SHAPES["wide8"]
+    e, rows = R.matmul_elements(layers, hidden, inter), R.matmul_rows(layers, hidden, inter)
+    assert fitted.elements_per_s == pytest.approx(e / (e / ROWS.stream_elements_per_s + rows * ROWS.per_row_s), 0.01)
+    assert R.plausible(fitted)
+
+
+def test_a_disturbed_wide_timing_leaves_the_weights_unseparated():
+    samples = timings(ROWS)
+    samples["wide2k"] = {"decode_s": samples["wide8"]["decode_s"] * 0.5}  # more weights, less time: no machine
+    fitted = R.fit(samples)
+    assert fitted.per_row_s == 0.0 and fitted.stream_elements_per_s == 0.0
+    assert R.plausible(fitted)
+
+
+def _cpu(table: dict[str, StepCosts]) -> Hardware:
+    details = {"runtime_costs": {"transformers": {k: v.to_json() for k, v in table.items()}}, "llc_bytes": 10**12}
+    return Hardware(devices=(Device("cpu", "cpu", 64 * 2**30, 20.0, "measured", details=details),), source="probe")
+
+
+def test_decode_pays_each_output_row_so_wide_models_run_more_elements_a_second():
+    from advisor.sources import catalog
+
+    hw = _cpu({"bf16": ROWS})
+    rates = {}
+    for model in ("HuggingFaceTB/SmolLM2-135M-Instruct", "meta-llama/Llama-3.2-1B-Instruct"):
+        spec = catalog.spec_from_catalog(model)
+        place = S.plan(spec, "bf16", hw, context=1024)
+        _, basis = S.decode_seconds(spec, "bf16", hw, place, depth=0)
+        layer_elements, head = S.matmul_elements(spec)
+        rows = spec.params.linear_rows + spec.vocab_size
+        expected = (layer_elements + head) / ROWS.stream_elements_per_s + rows * ROWS.per_row_s
+        assert basis["devices"]["cpu"]["compute_s"] == pytest.approx(expected, rel=1e-6)
+        rates[model] = (layer_elements + head) / expected
+    # SmolLM2's rows are 576 wide, Llama-3.2-1B's 2048: the narrow one pays more rows per element
+    assert rates["meta-llama/Llama-3.2-1B-Instruct"] > 1.3 * rates["HuggingFaceTB/SmolLM2-135M-Instruct"]
+
+
+def test_a_spec_without_row_counts_uses_the_probes_one_rate():
+    from advisor.sources import catalog
+
+    spec = catalog.spec_from_catalog("HuggingFaceTB/SmolLM2-135M-Instruct")
+    spec = dataclasses.replace(spec, params=dataclasses.replace(spec.params, linear_rows=0))
+    hw = _cpu({"bf16": ROWS})
+    _, basis = S.decode_seconds(spec, "bf16", hw, S.plan(spec, "bf16", hw, context=1024), depth=0)
+    layer_elements, head = S.matmul_elements(spec)
+    assert basis["devices"]["cpu"]["compute_s"] == pytest.approx((layer_elements + head) / ROWS.elements_per_s, 1e-6)
+
+
+BNB8 = StepCosts(per_token_s=4e-4, per_layer_s=5e-4, elements_per_s=3e9, context_s_per_element=1.5e-9,
+                 prefill_pass_s=1e-2, prefill_elements_per_s=2e11)  # fmt: skip
+
+
+def test_bitsandbytes_timed_by_the_probe_is_priced_by_its_own_costs():
+    from advisor.sources import catalog
+
+    spec = catalog.spec_from_catalog("HuggingFaceTB/SmolLM2-135M-Instruct")
+    layer_elements, head = S.matmul_elements(spec)
+    hw = _cpu({"bf16": TRUE, "bnb8": BNB8})
+    place = S.plan(spec, "int8", hw, context=1024)
+    _, basis = S.decode_seconds(spec, "int8", hw, place, depth=0)
+    # the layers at LLM.int8's own rate, the output projection (left in bf16 by transformers) at bf16's
+    expected = layer_elements / BNB8.elements_per_s + head / TRUE.elements_per_s
+    assert basis["devices"]["cpu"]["compute_s"] == pytest.approx(expected, rel=1e-6)
+    assert basis["devices"]["cpu"]["layers_s"] == pytest.approx(spec.num_layers * BNB8.per_layer_s)
+    # a profile from before bitsandbytes was timed: bf16's costs and the kind's factor
+    hw_old = _cpu({"bf16": TRUE})
+    _, basis = S.decode_seconds(spec, "int8", hw_old, place, depth=0)
+    factor = S.BNB_CPU_ELEMENT_FACTOR["bnb8"]
+    assert basis["devices"]["cpu"]["compute_s"] == pytest.approx(
+        (layer_elements + head) / (TRUE.elements_per_s * factor)
+    )
+
+
+def test_nf4_prompt_passes_pay_one_dequantization_of_the_models_own_weights():
+    from advisor.sources import catalog
+
+    spec = catalog.spec_from_catalog("HuggingFaceTB/SmolLM2-135M-Instruct")
+    per_element = 2e-10  # what one dequantization costs per weight element
+    bnb4 = dataclasses.replace(TRUE, prefill_pass_s=TRUE.prefill_pass_s + per_element * S.PROBE_MATMUL_ELEMENTS)
+    hw = _cpu({"bf16": TRUE, "bnb4": bnb4})
+    place = S.plan(spec, "int4", hw, context=1024)
+    _, basis = S.prefill_seconds(spec, "int4", hw, place, prompt_tokens=128)
+    layer_elements, _head = S.matmul_elements(spec, tokens=128)
+    expected = TRUE.prefill_pass_s + per_element * layer_elements  # SmolLM2 has ~4x the probe's weights
+    assert basis["devices"]["cpu"]["pass_s"] == pytest.approx(expected, rel=1e-6)
+    assert basis["devices"]["cpu"]["pass_s"] > 3 * (bnb4.prefill_pass_s - TRUE.prefill_pass_s)
+
+
+def test_the_fit_prices_a_prompts_attention_apart_from_its_weights():
+    machine = dataclasses.replace(TRUE, prefill_attention_s=3e-12)
+    fitted = R.fit(timings(machine))
+    assert fitted.prefill_attention_s == pytest.approx(machine.prefill_attention_s, rel=1e-6)
+    assert fitted.prefill_pass_s == pytest.approx(machine.prefill_pass_s, rel=1e-6)
+    assert fitted.prefill_elements_per_s == pytest.approx(machine.prefill_elements_per_s, rel=1e-6)
+    # without the 512-token prompt the square term would have been read as a slower GEMM
+    two_point = R.fit({**timings(machine), "wide8": {k: v for k, v in timings(machine)["wide8"].items()
+                                                     if k != "prefill_longest_s"}})  # fmt: skip
+    assert two_point.prefill_attention_s == 0 and two_point.prefill_elements_per_s < machine.prefill_elements_per_s
+
+
+def test_a_prompt_is_priced_with_the_measured_attention_cost():
+    from advisor.sources import catalog
+
+    spec = catalog.spec_from_catalog("HuggingFaceTB/SmolLM2-135M-Instruct")
+    machine = dataclasses.replace(TRUE, prefill_attention_s=3e-12)
+    hw = _cpu({"bf16": TRUE})
+    hw_attn = _cpu({"bf16": machine})
+    place = S.plan(spec, "bf16", hw, context=1024)
+    base = S.prefill_seconds(spec, "bf16", hw, place, prompt_tokens=512)[1]["devices"]["cpu"]["compute_s"]
+    with_attn = S.prefill_seconds(spec, "bf16", hw_attn, place, prompt_tokens=512)[1]["devices"]["cpu"]["compute_s"]
+    units = spec.num_layers * spec.num_attention_heads * spec.head_dim * 512 * 512
+    before = units / TRUE.prefill_elements_per_s
+    assert with_attn - base == pytest.approx(units * machine.prefill_attention_s - before, rel=1e-6)
+
+
+def _llama_cpu(table: dict[str, StepCosts], stream: float | None, llc: int = 32 * 2**20) -> Hardware:
+    costs = {"llama.cpp": {k: v.to_json() for k, v in table.items()}}
+    if stream is not None:
+        costs["llama.cpp stream"] = {"s_per_byte": stream, "cache_resident_bytes": R.STREAM_PROBE_SMALL}
+    details = {"runtime_costs": costs, "llc_bytes": llc}
+    return Hardware(devices=(Device("cpu", "cpu", 64 * 2**30, 25.0, "measured", details=details),), source="probe")
+
+
+Q4 = StepCosts(per_token_s=2e-5, per_layer_s=1e-5, elements_per_s=7e10, context_s_per_element=2e-10,
+               prefill_pass_s=1e-3, prefill_elements_per_s=2e11)  # fmt: skip
+
+
+def test_llama_cpp_weights_read_from_memory_cost_the_measured_stream_on_top_of_a_cached_probe():
+    from advisor.sources import catalog
+
+    spec = catalog.spec_from_catalog("Qwen/Qwen2.5-0.5B-Instruct")  # rows of 896: every tensor keeps Q4_0
+    table = {"Q4_0": Q4, "Q8_0": Q4}
+    hw = _llama_cpu(table, stream=3e-11, llc=64 * 2**20)  # its Q8_0 head's 26 MB probe fits half of it too
+    place = S.plan(spec, "q4_0", hw, context=1024)
+    seconds, basis = S.decode_seconds(spec, "q4_0", hw, place, depth=0)
+    cpu = basis["devices"]["cpu"]
+    read = cpu["bytes"]
+    # the 14 and 26 MB probes sat in the cache: compute at their rate plus the bytes at the measured cost
+    assert cpu["stream_s"] == pytest.approx(read * 3e-11, rel=1e-6)
+    assert cpu["layers_s"] + cpu["constant_s"] + cpu["compute_s"] + cpu["stream_s"] == pytest.approx(
+        seconds - cpu["context_s"], rel=1e-6
+    )
+    # without the measurement, torch's bandwidth prices the reading
+    _, basis = S.decode_seconds(spec, "q4_0", _llama_cpu(table, stream=None, llc=64 * 2**20), place, depth=0)
+    assert basis["devices"]["cpu"]["stream_s"] == pytest.approx(read / 25e9, rel=1e-6)
+
+
+def test_a_llama_cpp_probe_larger_than_the_cache_had_already_paid_part_of_its_reading():
+    from advisor.sources import catalog
+
+    spec = catalog.spec_from_catalog("Qwen/Qwen2.5-0.5B-Instruct")
+    per_byte = 3e-11
+    cache = 16 * 2**20  # half of a 32 MiB L3
+    # F16: a 48 MB probe, two thirds of it read from memory, slower than that reading alone: arithmetic plus reading
+    f16 = dataclasses.replace(Q4, elements_per_s=2.0e10)
+    hw = _llama_cpu({"F16": f16, "F32": f16}, stream=per_byte)
+    place = S.plan(spec, "gguf-f16", hw, context=1024)
+    seconds, basis = S.decode_seconds(spec, "gguf-f16", hw, place, depth=0)
+    cpu = basis["devices"]["cpu"]
+    layers, head = S.matmul_elements(spec)
+    elements = layers + head
+    probe_bytes = S.PROBE_MATMUL_ELEMENTS * 2
+    probe_reading = (probe_bytes - cache) / probe_bytes * 2 * per_byte  # per element
+    expected = elements * (1 / f16.elements_per_s - probe_reading) + cpu["bytes"] * per_byte
+    assert cpu["stream_s"] == pytest.approx(cpu["bytes"] * per_byte, rel=1e-6)
+    assert seconds - cpu["layers_s"] - cpu["constant_s"] - cpu["context_s"] == pytest.approx(expected, rel=1e-6)
+    # F32: a 97 MB probe that ran faster than the measured cost of its reading allows (the plain dot product
+    # overlaps reading and arithmetic): its own rate holds
+    f32 = dataclasses.replace(Q4, elements_per_s=1.3e10)
+    hw = _llama_cpu({"F32": f32, "F16": f32}, stream=per_byte)
+    seconds, basis = S.decode_seconds(spec, "gguf-f32", hw, place, depth=0)
+    cpu = basis["devices"]["cpu"]
+    assert cpu["stream_s"] == 0.0
+    assert seconds - cpu["layers_s"] - cpu["constant_s"] - cpu["context_s"] == pytest.approx(
+        elements / f32.elements_per_s, rel=1e-6
+    )
+
+
+def test_the_stream_probe_reads_the_extra_time_of_a_model_too_large_for_the_cache(tmp_path):
+    layers, hidden, inter = R.STREAM_SHAPE
+    elements = R.matmul_elements(layers, hidden, inter)
+    per_byte = 3e-11
+    nbytes = elements * 4.5 / 8
+    step = Q4.per_token_s + layers * Q4.per_layer_s + elements / Q4.elements_per_s + nbytes * per_byte
+    seen = []
+
+    def timed(path, full):
+        seen.append(path.stat().st_size)
+        return {"decode_s": step}
+
+    assert R._stream_cost(tmp_path, timed, Q4) == pytest.approx(per_byte, rel=1e-6)
+    assert seen[0] > nbytes  # a real GGUF of that shape was written (and removed after)
+    assert not list(tmp_path.glob("*.gguf"))
+    # a deep model no slower than the cached rate: nothing to add, no figure
+    assert R._stream_cost(tmp_path, lambda p, f: {"decode_s": step - nbytes * per_byte * 1.01}, Q4) is None
+
+
+def test_each_llama_cpp_tensor_type_is_priced_by_how_much_of_its_own_probe_fit_the_cache():
+    from advisor.sources import catalog
+
+    spec = catalog.spec_from_catalog("Qwen/Qwen2.5-0.5B-Instruct")  # Q4_0 layers, a Q8_0 head (26 MB probe)
+    per_byte = 3e-11
+    hw = _llama_cpu({"Q4_0": Q4, "Q8_0": Q4}, stream=per_byte)  # 32 MiB: the Q8_0 probe spilled a third of itself
+    place = S.plan(spec, "q4_0", hw, context=1024)
+    seconds, basis = S.decode_seconds(spec, "q4_0", hw, place, depth=0)
+    cpu = basis["devices"]["cpu"]
+    layers, head = S.matmul_elements(spec)
+    q8_probe = S.PROBE_MATMUL_ELEMENTS * 8.5 / 8
+    head_probe_reading = head * (q8_probe - 16 * 2**20) / q8_probe * 8.5 / 8 * per_byte
+    expected = (layers + head) / Q4.elements_per_s - head_probe_reading + cpu["bytes"] * per_byte
+    assert cpu["stream_s"] == pytest.approx(cpu["bytes"] * per_byte, rel=1e-6)
+    assert seconds - cpu["layers_s"] - cpu["constant_s"] - cpu["context_s"] == pytest.approx(expected, rel=1e-6)

@@ -136,11 +136,12 @@ def test_gpu_totals_are_binary_units_less_the_driver():
 
 def test_plan_picks_smallest_layout_and_concurrency_grows_with_fp8_kv():
     spec = resolve("meta-llama/Llama-3.1-70B-Instruct")
-    plans, _ = SV.plan_serving(spec, h100(), SV.ServeOptions(engine="vllm", precision="bf16", context=8192))
+    # (vLLM 0.33 on two H100s leaves ~0.8 GiB of KV a GPU once its graphs and sampling state are counted: 4k fits)
+    plans, _ = SV.plan_serving(spec, h100(), SV.ServeOptions(engine="vllm", precision="bf16", context=4096))
     (plan,) = plans
     assert plan.tensor_parallel == 2 and plan.fits  # 141 GB of weights: two 80 GB GPUs
     fp8kv, _ = SV.plan_serving(
-        spec, h100(), SV.ServeOptions(engine="vllm", precision="bf16", context=8192, kv_cache_dtype="fp8")
+        spec, h100(), SV.ServeOptions(engine="vllm", precision="bf16", context=4096, kv_cache_dtype="fp8")
     )
     assert fp8kv[0].kv_cache_tokens > 1.9 * plan.kv_cache_tokens
     assert "--kv-cache-dtype fp8" in fp8kv[0].command
@@ -253,3 +254,28 @@ def test_serve_plan_bad_input_is_one_line(args, needle):
     text = result.output + (str(result.exception) if result.exception else "")
     assert needle in text
     assert "Traceback" not in result.output
+
+
+def test_which_vllm_model_runner_prices_the_start_up():
+    qwen3, mixtral = resolve("Qwen/Qwen3-8B"), resolve("mistralai/Mixtral-8x7B-Instruct-v0.1")
+    # V2 by default: Qwen3 dense from 0.22, quantized only from 0.24; MoE outside the list from 0.29
+    assert not SV.vllm_v2_runner((0, 21), qwen3, quantized=False)
+    assert SV.vllm_v2_runner((0, 22), qwen3, quantized=False)
+    assert not SV.vllm_v2_runner((0, 22), qwen3, quantized=True)
+    assert SV.vllm_v2_runner((0, 24), qwen3, quantized=True)
+    assert not SV.vllm_v2_runner((0, 28), mixtral, quantized=False)
+    assert SV.vllm_v2_runner((0, 29), mixtral, quantized=False)
+    gpu = S.gpu_from_accelerator(lookup("L40S"))
+    common = dict(tp=1, tokens=2048, seqs=256, v0=False, gpu=gpu, eager=False)
+    v1 = SV.vllm_profile_bytes(mixtral, version=(0, 28), **common)
+    v2 = SV.vllm_profile_bytes(qwen3, version=(0, 28), **common)
+    v2_29 = SV.vllm_profile_bytes(qwen3, version=(0, 29), **common)
+    # the V1 runner estimates its CUDA graphs; V2 only from 0.29
+    assert v1["cudagraph"] > 0 and v2["cudagraph"] == 0 and v2_29["cudagraph"] > 0
+    # from 0.27 the V2 runner's sampling state (seqs x vocab int32 and its masks) is charged to the budget
+    older = SV.vllm_profile_bytes(qwen3, version=(0, 26), **common)
+    extra = v2["non_torch"] - older["non_torch"]
+    assert extra == pytest.approx(256 * qwen3.vocab_size * 4.25, rel=0.01)
+    # V1 in 0.22-0.29 samples with FlashInfer's 14 B a logit, V2's profile pass skips top-k/top-p (4 B)
+    assert SV.sampler_bytes_per_logit((0, 28), v0=False, seqs=256, v2=False) == 14.0
+    assert SV.sampler_bytes_per_logit((0, 28), v0=False, seqs=256, v2=True) == 4.0

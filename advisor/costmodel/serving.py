@@ -393,7 +393,35 @@ def _hidden_intermediate(spec: ModelSpec) -> tuple[int, int, int, int]:
     return hidden, inter, 0, 0
 
 
-def sampler_bytes_per_logit(version: tuple[int, ...], *, v0: bool, seqs: int, flashinfer: bool | None = None) -> float:
+# NOTE: architectures vLLM runs on its V2 model runner by default, by version (VLLM_USE_V2_MODEL_RUNNER unset):
+# 0.22 vllm/config/vllm.py:69,518-532 (Qwen3, dense, unquantized); 0.23 :544-558 (+ Llama, Mistral); 0.24 :68-75,
+# 550-561 (+ DeepseekV2, Qwen2Moe, GraniteMoe, quantized too); 0.25-0.28 any model that is neither hybrid nor
+# attention-free, MoE only if listed (0.26 :605-622, 0.28 :691-710); 0.29 every model (:644-677).
+_V2_DENSE_022 = {"Qwen3ForCausalLM"}
+_V2_DENSE_023 = {"Qwen3ForCausalLM", "LlamaForCausalLM", "MistralForCausalLM"}
+_V2_LISTED_024 = _V2_DENSE_023 | {"DeepseekV2ForCausalLM", "Qwen2MoeForCausalLM", "GraniteMoeForCausalLM"}
+
+
+def vllm_v2_runner(version: tuple[int, ...], spec: ModelSpec, *, quantized: bool) -> bool:
+    """Whether vLLM `version` runs this model on its V2 model runner by default (see the NOTE above)."""
+    arch = spec.architecture or ""
+    hybrid = bool(spec.kv and spec.kv.state_layers)
+    if version < (0, 22):
+        return False
+    if version < (0, 23):
+        return arch in _V2_DENSE_022 and not spec.is_moe and not quantized
+    if version < (0, 24):
+        return arch in _V2_DENSE_023 and not spec.is_moe and not quantized
+    if version < (0, 25):
+        return arch in _V2_LISTED_024
+    if version < (0, 29):
+        return not hybrid and (not spec.is_moe or arch in _V2_LISTED_024)
+    return True
+
+
+def sampler_bytes_per_logit(
+    version: tuple[int, ...], *, v0: bool, seqs: int, flashinfer: bool | None = None, v2: bool = True
+) -> float:
     """Bytes a dummy sampling run holds per element of its [seqs, vocab] logits, by the sampler vLLM uses.
 
     NOTE: read from vLLM's samplers (research notes in NOTES.md "vLLM activation peak"): PyTorch's sort-based
@@ -404,8 +432,9 @@ def sampler_bytes_per_logit(version: tuple[int, ...], *, v0: bool, seqs: int, fl
     V1 up to 0.14 sort natively unless FlashInfer is installed (0.8-0.11: it is used when importable, and the
     pip wheel does not ship it; the Docker image does); ~0.15-0.20 use Triton (plus a persistent
     min(pow2(seqs), SMs) x vocab x 4 B buffer, counted by the caller); 0.21+ FlashInfer by default; the V2
-    model runner's profile pass of 0.22-0.27 skips top-k/top-p (~4 B); 0.30+ warms the sampler up with
-    penalties and logprobs (~12 B). Checked on 24 of 32 logged profiles within 0.1 GiB.
+    model runner's profile pass of 0.22-0.29 skips top-k/top-p (~4 B; models still on the V1 runner there keep
+    FlashInfer's 14 B); 0.30+ warms the sampler up with penalties and logprobs (~12 B). Checked on 24 of 32 logged
+    profiles within 0.1 GiB.
     """
     native = 50.0 if seqs < 128 else 38.0
     if v0 or version < (0, 15):
@@ -415,7 +444,7 @@ def sampler_bytes_per_logit(version: tuple[int, ...], *, v0: bool, seqs: int, fl
     if version < (0, 21):
         return 14.0 if seqs >= 8 else native
     if (0, 22) <= version < (0, 30):
-        return 4.0
+        return 4.0 if v2 else 14.0
     return 12.0 if version >= (0, 30) else 14.0
 
 
@@ -460,6 +489,7 @@ def vllm_profile_bytes(
     eager: bool,
     pp: int = 1,
     flashinfer: bool | None = None,
+    quantized: bool = False,
 ) -> dict[str, int]:
     """What vLLM's profiling run and start-up take besides the weights, per GPU: the activation peak of a dummy
     forward of `tokens` tokens or of the dummy sampling of `seqs` rows that follows it, the non-torch memory
@@ -485,7 +515,8 @@ def vllm_profile_bytes(
     if top_k:
         moe_i = moe_inter / tp
         forward = tokens * 3 * hidden * 2 + min(tokens, 32768) * top_k * (max(2 * moe_i, hidden) + moe_i) * 2
-    c = sampler_bytes_per_logit(version, v0=v0, seqs=rows, flashinfer=flashinfer)
+    v2 = not v0 and vllm_v2_runner(version, spec, quantized=quantized)
+    c = sampler_bytes_per_logit(version, v0=v0, seqs=rows, flashinfer=flashinfer, v2=v2)
     sampler = rows * vocab * c + tokens * hidden * 2 + 2 * rows * hidden * 2
     if not v0 and (0, 15) <= version < (0, 21) and rows >= 8:
         sampler += min(2 ** math.ceil(math.log2(rows)), _sm_count(gpu)) * vocab * 4  # Triton sampler buffer
@@ -503,8 +534,14 @@ def vllm_profile_bytes(
         non_torch = (0.15 if multi else 0.05) * GiB
     else:
         non_torch = 0.05 * GiB
+    if v2 and version >= (0, 27):
+        # NOTE: from 0.27 the budget charges everything allocated since the start-up snapshot (0.27.0
+        # vllm/utils/mem_utils.py:314-326), and the V2 runner allocates its sampling state after it: penalty bin
+        # counts (seqs x vocab int32) and prompt masks and grammar bitmasks (vocab / 32 int32 a row each)
+        # (0.28.0 v1/worker/gpu/model_runner.py:397-429, penalties.py:32-42, structured_outputs.py:51).
+        non_torch += seqs * vocab * 4.25
     cudagraph = 0.0
-    if not eager and not v0:
+    if not eager and not v0 and not (v2 and version < (0, 29)):
         cudagraph = _cudagraph_bytes(spec, tp=tp, pp=pp, seqs=rows, tokens=tokens, version=version)
     return {"activation": int(activation), "non_torch": int(non_torch), "cudagraph": int(cudagraph)}
 
@@ -516,10 +553,11 @@ def _cudagraph_bytes(spec: ModelSpec, *, tp: int, pp: int, seqs: int, tokens: in
     (graphs - 1) x the second capture's size; PIECEWISE graphs at every capture size up to min(2 x seqs, 512,
     batched tokens), FULL graphs at the decode sizes up to seqs (51 + 35 at 256 sequences). Per graph ~0.2 KiB x
     layers x hidden, from the two logged pools (Qwen3-8B: 2.35 GiB estimated, 2.44 captured, 86 graphs;
-    Qwen2.5-0.5B 0.40 GiB): treat as +-50%. The V2 model runner (0.22-0.27) estimates 0.
+    Qwen2.5-0.5B 0.40 GiB): treat as +-50%. The V2 model runner estimates 0 up to 0.28 (0.28.0
+    v1/worker/gpu/model_runner.py:843-845; the caller skips it) and measures its graphs from 0.29
+    (model_runner.py:896-898, cudagraph_utils.py:718-810); the V1 runner, still used for many models up to 0.28,
+    always estimated them (0.24 gpu_model_runner.py:6447).
     """
-    if (0, 22) <= version < (0, 30):
-        return 0
     hidden = spec.hidden_size or 4096
     layers = math.ceil((spec.num_layers or 32) / pp)
     largest = min(2 * seqs, 512, tokens)
@@ -659,7 +697,7 @@ def vllm_memory(
     weights = weights_per_gpu(spec, precision, tp=tp, pp=pp, context=context)
     prof = vllm_profile_bytes(
         spec, tp=tp, tokens=tokens, seqs=seqs, version=version, v0=d.v0, gpu=gpu, eager=opts.enforce_eager, pp=pp,
-        flashinfer=opts.flashinfer,
+        flashinfer=opts.flashinfer, quantized=precision not in ("bf16", "fp16", "auto"),
     )  # fmt: skip
     in_budget = prof["cudagraph"] if d.cudagraph_in_budget else 0
     available = requested - weights - prof["activation"] - prof["non_torch"] - in_budget

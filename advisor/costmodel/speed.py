@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from advisor import precision as P
 from advisor.costmodel import memory as M
@@ -21,7 +22,7 @@ from advisor.spec import Device, Hardware, ModelSpec, SpeedEstimate, StepCosts
 GB = 1e9
 # Bump when the decode estimate changes shape: calibration ratios measured against another version's estimates are
 # set aside (a ratio only corrects the estimate it was measured against).
-COST_MODEL_VERSION = 5
+COST_MODEL_VERSION = 6
 
 # NOTE: fraction of the *measured* read bandwidth a runtime's decode attains, by
 # (runtime, precision kind, device kind). Sources:
@@ -407,12 +408,13 @@ BNB_CPU_ELEMENT_FACTOR = {"bnb8": 0.5, "bnb4": 0.5, "prequant": 1.0}
 # here over three runs, 504-639 vs 264-266 tok/s at 512 tokens on SmolLM2-135M, torch 2.13 without AMX); nf4
 # dequantizes to bf16 first (1.0x, 255 vs 266).
 BNB_CPU_PREFILL_FACTOR = {"bnb8": 2.2, "bnb4": 1.0}
+BNB_KINDS = ("bnb8", "bnb4")  # bitsandbytes kinds the probe times itself where bitsandbytes runs (runtime_costs)
 # NOTE: the measured type that stands for a llama.cpp tensor type the probe did not time, by the CPU kernel that
 # runs it on x86 (ggml-cpu/repack.cpp and llamafile/sgemm.cpp): IQ4_NL is repacked like Q4_0; Q5_0 goes through
 # tinyBLAS like Q8_0, Q5_1 through the plain dot product like Q4_1 (both timed directly since hardware SCHEMA 4:
 # these two classes serve older profiles); Q5_K, Q3_K, Q2_K and IQ4_XS run the generic K-quant dot product like
-# Q6_K; BF16 (and F32 in older profiles) the float path like F16, their different bytes being the stream term's
-# (see _measured_step).
+# Q6_K; BF16 and F32 (both timed since hardware SCHEMA 5 and 4: these serve older profiles) the float path like F16,
+# their different bytes being the stream term's (see _llama_cpu_weights).
 LLAMA_RATE_CLASS = {
     "F32": "F16", "BF16": "F16", "Q5_0": "Q8_0", "Q5_1": "Q4_1", "IQ4_NL": "Q4_0", "Q5_K": "Q6_K", "Q3_K": "Q6_K",
     "Q2_K": "Q6_K", "IQ4_XS": "Q6_K",
@@ -446,10 +448,14 @@ def _llama_context_per_element(dev: Device) -> float | None:
     return values[len(values) // 2] if values else None
 
 
-def _transformers_key(prec: P.Precision, precision: str) -> tuple[str, float]:
-    """(the dtype whose measured costs apply, the per-element factor on them)."""
+def _transformers_key(prec: P.Precision, precision: str, dev: Device | None = None) -> tuple[str, float]:
+    """(the format whose measured costs apply, the per-element factor on them): a bitsandbytes kind the probe timed
+    on this device is its own; otherwise bf16's costs with the kind's factor (profiles from before it was timed,
+    and devices where bitsandbytes did not run)."""
     if prec.kind == "float":
         return precision, 1.0
+    if dev is not None and prec.kind in BNB_KINDS and measured_costs(dev, "transformers", prec.kind) is not None:
+        return prec.kind, 1.0
     return "bf16", BNB_CPU_ELEMENT_FACTOR.get(prec.kind, 1.0)
 
 
@@ -461,7 +467,33 @@ def _llama_rate(dev: Device, type_name: str) -> StepCosts | None:
     return measured_costs(dev, "llama.cpp", LLAMA_RATE_CLASS.get(type_name, "Q8_0"))
 
 
-Group = tuple[StepCosts, float, float]  # (measured costs, weight elements, factor on their element rate)
+class Group(NamedTuple):
+    """Weight matrices one set of measured costs times."""
+
+    costs: StepCosts
+    elements: float
+    factor: float = 1.0  # on the element rate (bitsandbytes kinds priced from bf16's costs)
+    rows: float = 0.0  # output rows, where counted (transformers)
+    bytes_per_element: float = 0.0  # llama.cpp: the tensor type's bytes per weight
+
+
+def matrix_rows(spec: ModelSpec, layer_elements: float) -> float:
+    """Output rows of the decoder layers' matrices a step multiplies: the linear layers' rows (from the meta model or
+    the GGUF header) in proportion to the elements read (routed experts no token picked are not read); 0 when the
+    spec does not count them (a size label)."""
+    params = M._breakdown_or_guess(spec)
+    if not params.linear_rows or not params.linear:
+        return 0.0
+    return params.linear_rows * layer_elements / params.linear
+
+
+def group_seconds(group: Group, tokens: int = 1) -> float:
+    """Seconds a group of matrices takes in a decode step: elements at the streaming rate plus a cost per output row
+    where the probe separated the two (transformers), else elements at the probe's one rate."""
+    c, n, f, rows, _bpe = group
+    if rows > 0 and c.per_row_s > 0 and c.stream_elements_per_s > 0 and f > 0:
+        return (n * tokens / c.stream_elements_per_s + rows * c.per_row_s) / f
+    return n * tokens / (c.elements_per_s * f) if c.elements_per_s > 0 and f > 0 else 0.0
 
 
 def _matmul_groups(
@@ -472,11 +504,17 @@ def _matmul_groups(
     and format here."""
     prec = P.get(precision, spec)
     if prec.runtime == "transformers":
-        key, factor = _transformers_key(prec, precision)
+        key, factor = _transformers_key(prec, precision, dev)
         costs = measured_costs(dev, "transformers", key)
         if costs is None:
             return None
-        return [(costs, layer_elements * share, factor)], (costs, head_elements, factor)
+        rows = matrix_rows(spec, layer_elements)
+        head_rows = float(spec.vocab_size or 0) if rows else 0.0
+        head = Group(costs, head_elements, factor, head_rows)
+        if key in BNB_KINDS:
+            # bitsandbytes leaves the output projection in the compute dtype (transformers' skip list)
+            head = Group(measured_costs(dev, "transformers", "bf16") or costs, head_elements, 1.0, head_rows)
+        return [Group(costs, layer_elements * share, factor, rows * share)], head
     if prec.runtime != "llama.cpp":
         return None
     by_type, (head_type, _n) = M.gguf_matmul_types(spec, precision)
@@ -486,9 +524,17 @@ def _matmul_groups(
         costs = _llama_rate(dev, type_name)
         if costs is None:
             return None
-        groups.append((costs, n * layer_elements / total * share, 1.0))
+        groups.append(Group(costs, n * layer_elements / total * share, bytes_per_element=_gguf_bytes(type_name)))
     head_costs = _llama_rate(dev, head_type)
-    return groups, (head_costs, head_elements, 1.0) if head_costs is not None else None
+    head = Group(head_costs, head_elements, bytes_per_element=_gguf_bytes(head_type)) if head_costs else None
+    return groups, head
+
+
+def _gguf_bytes(type_name: str) -> float:
+    try:
+        return P.gguf_bits_per_weight(type_name) / 8
+    except (KeyError, ValueError, AttributeError):
+        return 0.0
 
 
 def matmul_elements(spec: ModelSpec, *, tokens: int = 1) -> tuple[int, int]:
@@ -536,26 +582,19 @@ def _measured_step(
         # timings) rather than whichever type happens to come first
         per_element = _llama_context_per_element(dev) or main.context_s_per_element
         main = dataclasses.replace(main, context_s_per_element=per_element)
-    compute = sum(n * tokens / (c.elements_per_s * f) for c, n, f in groups if c.elements_per_s > 0)
+    compute = sum(group_seconds(g, tokens) for g in groups)
     llc = float((dev.details or {}).get("llc_bytes") or 0)
     bw = float(dev.bandwidth_gbps or 0.0) * GB
     if prec.runtime == "llama.cpp" and dev.kind == "cpu":
-        elements_here = layer_elements * share + (head_elements if head else 0)
-        probe_bytes = PROBE_MATMUL_ELEMENTS * read_bytes / max(elements_here, 1)
-        stream = read_bytes / bw if bw > 0 and read_bytes > probe_bytes else 0.0
-        # NOTE: the probe's own model of this type sat in cache (its rate is the arithmetic alone: add the stream)
-        # unless it was larger than this CPU's share of the last-level cache (then its rate already streamed).
-        # On this VM (260 MiB host LLC) the 48 MB F16 probe ran at cache speed and the 97 MB F32 one at DRAM speed:
-        # a quarter of the LLC separates them (benchmarks/accuracy.py: BF16 GGUF within 3% by the sum, F32 GGUF
-        # within 5% by the larger).
-        cache = llc / 4 if llc else 32 * 2**20
-        weights_s = compute + stream if probe_bytes <= cache else max(compute, stream)
+        weights_s, stream = _llama_cpu_weights(dev, groups, tokens, read_bytes, bw)
     else:
         stream = read_bytes / bw if bw > 0 and read_bytes > llc else 0.0
         weights_s = max(compute, stream)
     constant = main.per_token_s if head else 0.0
     # attention over the cache: per cached element on every device, and per cached token once a step (the mask)
-    context = main.context_s_per_element * kv_elements + (main.context_s_per_token * depth if head else 0.0)
+    # the probe's per-element cost is per cached element as attention reads it: once for each query head
+    context = main.context_s_per_element * kv_elements * query_groups(spec)
+    context += main.context_s_per_token * depth if head else 0.0
     t = weights_s + constant + main.per_layer_s * layers * share + context
     return t, {
         "compute_s": compute,
@@ -565,6 +604,99 @@ def _measured_step(
         "context_s": context,
         "measured_costs": True,
     }
+
+
+# NOTE: how large a probe model can be and still run from the cache: half the last-level cache the system reports,
+# at most 64 MiB (a VM shares the host's cache with its neighbours). Checked on two VMs: the Intel one (260 MiB LLC
+# reported) ran the 48 MB F16 probe from the cache and streamed the 97 MB F32 one; the AMD one (32 MiB L3) ran the
+# 13.6-15.1 MB Q4_0/Q4_1 probes from the cache (a 51 MB Q4_0 model took 1.6x the time per layer) and streamed the
+# 18-26 MB Q5_1 and Q8_0 ones (benchmarks/accuracy.py runs 8 and 10: the sum of compute and stream priced them
+# within 10% on the side of this line where it is used, 40-80% off on the other).
+PROBE_CACHE_CAP = 64 * 2**20
+
+
+def _probe_cache_bytes(dev: Device) -> float:
+    """The part of the last-level cache a probe model could sit in (see the NOTE above)."""
+    llc = float((dev.details or {}).get("llc_bytes") or 0)
+    return min(llc / 2, PROBE_CACHE_CAP) if llc else 32 * 2**20
+
+
+def llama_stream_cost(dev: Device) -> float:
+    """Seconds per byte a llama.cpp decode step pays for weights read from memory, as the probe measured it
+    (runtime_costs._stream_cost); 0 when it did not."""
+    data = ((dev.details or {}).get("runtime_costs") or {}).get("llama.cpp stream") or {}
+    try:
+        return max(float(data.get("s_per_byte") or 0.0), 0.0)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def llama_stream_bandwidth(dev: Device) -> float:
+    """Bytes a second llama.cpp's CPU kernels were seen to read from memory: the fastest of the probe's models that
+    were too large for the cache (their rate times their bytes per weight), 0 when none was. NOTE: torch's
+    matrix-vector product, which measures the device's bandwidth, does not reach what llama.cpp's kernels read on
+    every CPU: on a 2-vCPU AMD EPYC VM (32 MiB L3) torch read 28 GB/s in fp32 while llama.cpp's F32 and F16 probe
+    models streamed at 54-56 GB/s, and the embedded model's F32 GGUF decoded at 53 GB/s (98 tok/s, priced 46 by
+    torch's figure; benchmarks/accuracy.py run 9). On the Intel VM the two agreed (30 GB/s)."""
+    table = ((dev.details or {}).get("runtime_costs") or {}).get("llama.cpp") or {}
+    cache = _probe_cache_bytes(dev)
+    best = 0.0
+    for type_name, data in table.items():
+        try:
+            per_weight = P.gguf_bits_per_weight(type_name) / 8
+            rate = float(data["elements_per_s"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if PROBE_MATMUL_ELEMENTS * per_weight > cache:
+            best = max(best, rate * per_weight)
+    return best
+
+
+def query_groups(spec: ModelSpec) -> float:
+    """Query heads per KV head (grouped-query attention); 1 where the spec does not say."""
+    heads, kv = spec.num_attention_heads or 0, spec.num_kv_heads or 0
+    return heads / kv if heads and kv else 1.0
+
+
+def _llama_cpu_weights(
+    dev: Device, groups: list[Group], tokens: int, read_bytes: float, bw: float
+) -> tuple[float, float]:
+    """(seconds of the weights, of which reading them from memory) of a llama.cpp decode step on the CPU, group by
+    group. The probe's model of a type ran partly from the cache: the part of it larger than the cache was read from
+    memory at the measured cost per byte, the rest is the arithmetic. A real model reads all its bytes from memory:
+    its arithmetic at the probe's rate less the probe's own reading, plus all its bytes at that cost. Where the probe
+    ran faster than that cost allows (F32 and F16's plain dot products overlap reading and arithmetic, as the
+    quantized kernels do not), its own rate holds. Without the measured cost (older profiles): the sum with torch's
+    bandwidth where the probe fit the cache, else the larger of the two at what llama.cpp was seen to read. Nothing
+    streams when the whole step reads no more than the probe model did."""
+    total_elements = sum(g.elements for g in groups) or 1.0
+    cache = _probe_cache_bytes(dev)
+    per_byte = llama_stream_cost(dev)
+    weights_s = stream_s = 0.0
+    for g in groups:
+        compute = group_seconds(g, tokens)
+        nbytes = read_bytes * g.elements / total_elements  # (the file's real bytes, shared by elements)
+        probe_bytes = PROBE_MATMUL_ELEMENTS * g.bytes_per_element
+        if total_elements <= PROBE_MATMUL_ELEMENTS:
+            weights_s += compute
+        elif per_byte > 0:
+            spilled = max(probe_bytes - cache, 0.0) / probe_bytes if probe_bytes > 0 else 0.0
+            probe_reading = spilled * g.bytes_per_element * g.elements * per_byte
+            if compute <= probe_reading:
+                weights_s += compute
+            else:
+                stream_s += nbytes * per_byte
+                weights_s += compute - probe_reading + nbytes * per_byte
+        elif probe_bytes <= cache:
+            stream = nbytes / bw if bw > 0 else 0.0
+            stream_s += stream
+            weights_s += compute + stream
+        else:
+            seen = max(bw, llama_stream_bandwidth(dev))
+            stream = nbytes / seen if seen > 0 else 0.0
+            stream_s += stream
+            weights_s += max(compute, stream)
+    return weights_s, stream_s
 
 
 def _device_bandwidth(dev: Device, precision: str) -> float:
@@ -696,27 +828,41 @@ def _measured_prefill(
     groups, head_group = found
     if head_group is None:
         return None
-    main = max(groups, key=lambda g: g[1])[0]
+    main = max(groups, key=lambda g: g.elements).costs
     chunk = M.prefill_chunk(prompt_tokens, device_kind=dev.kind, runtime=prec.runtime)
     passes = -(-prompt_tokens // max(chunk, 1)) * batch
     tokens = prompt_tokens * batch
     # A quantized kernel's extra cost per element (bitsandbytes dequantizing a block) is paid once per matmul, so
     # once per pass, not per token: a prompt runs at the 16-bit prefill rate plus one dequantization of each
     # weight per pass (nf4 prefill ran at bf16's speed here while its decode took twice bf16's time).
-    pf = BNB_CPU_PREFILL_FACTOR.get(prec.kind, 1.0) if prec.runtime == "transformers" else 1.0
-    compute = sum(n * tokens / (c.prefill_elements_per_s * pf) for c, n, _f in groups if c.prefill_elements_per_s > 0)
-    compute += passes * sum(n * max(1 / (c.elements_per_s * f) - 1 / c.elements_per_s, 0.0)
-                            for c, n, f in groups if c.elements_per_s > 0 and f > 0)  # fmt: skip
+    pass_s = main.prefill_pass_s
+    if prec.runtime == "transformers" and _transformers_key(prec, precision, dev)[0] in BNB_KINDS:
+        # The probe timed this kind's prompts itself: its rate is the measured one, and its pass constant holds,
+        # beyond the 16-bit pass's, one dequantization of the probe model's weights (nf4 dequantizes every block
+        # before a bf16 GEMM): that part grows with the weights a pass multiplies.
+        pf = 1.0
+        base = measured_costs(dev, "transformers", "bf16")
+        if base is not None:
+            per_element = max(main.prefill_pass_s - base.prefill_pass_s, 0.0) / PROBE_MATMUL_ELEMENTS
+            pass_s = base.prefill_pass_s + per_element * sum(g.elements for g in groups)
+    else:
+        pf = BNB_CPU_PREFILL_FACTOR.get(prec.kind, 1.0) if prec.runtime == "transformers" else 1.0
+    compute = sum(g.elements * tokens / (g.costs.prefill_elements_per_s * pf) for g in groups
+                  if g.costs.prefill_elements_per_s > 0)  # fmt: skip
+    compute += passes * sum(g.elements * max(1 / (g.costs.elements_per_s * g.factor) - 1 / g.costs.elements_per_s, 0)
+                            for g in groups if g.costs.elements_per_s > 0 and g.factor > 0)  # fmt: skip
     if head:
         # Only the last position's logits are computed in a prompt pass (transformers' logits_to_keep=1,
         # llama.cpp's one output): the head costs one token's worth per pass, at the decode rate.
-        c, n, f = head_group
-        compute += passes * n / (c.elements_per_s * f) if c.elements_per_s > 0 else 0.0
-    compute += attn_flops / 2 / max(main.prefill_elements_per_s, 1.0)
+        compute += passes * group_seconds(head_group)
+    if main.prefill_attention_s > 0:  # attention's own measured cost (softmax, masks: not the GEMMs' rate)
+        compute += main.prefill_attention_s * attn_flops / 2
+    else:
+        compute += attn_flops / 2 / max(main.prefill_elements_per_s, 1.0)
     bw = float(dev.bandwidth_gbps or 0.0) * GB
     stream = passes * read_bytes / bw if bw > 0 else 0.0
-    t = passes * main.prefill_pass_s + max(compute, stream)
-    return t, {"passes": passes, "compute_s": compute, "stream_s": stream, "measured_costs": True}
+    t = passes * pass_s + max(compute, stream)
+    return t, {"passes": passes, "pass_s": pass_s, "compute_s": compute, "stream_s": stream, "measured_costs": True}
 
 
 def prefill_seconds(
