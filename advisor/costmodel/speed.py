@@ -664,9 +664,10 @@ def _llama_cpu_weights(
     """(seconds of the weights, of which reading them from memory) of a llama.cpp decode step on the CPU, group by
     group. The probe's model of a type ran partly from the cache: the part of it larger than the cache was read from
     memory at the measured cost per byte, the rest is the arithmetic. A real model reads all its bytes from memory:
-    its arithmetic at the probe's rate less the probe's own reading, plus all its bytes at that cost. Where the probe
-    ran faster than that cost allows (F32 and F16's plain dot products overlap reading and arithmetic, as the
-    quantized kernels do not), its own rate holds. Without the measured cost (older profiles): the sum with torch's
+    its arithmetic at the probe's rate less the probe's own reading, plus all its bytes at that cost, and never
+    faster than the probe's own rate (F32 and F16's plain dot products overlap reading and arithmetic, as the
+    quantized kernels do not: their probes ran about as fast as that cost allows).
+    Without the measured cost (older profiles): the sum with torch's
     bandwidth where the probe fit the cache, else the larger of the two at what llama.cpp was seen to read. Nothing
     streams when the whole step reads no more than the probe model did."""
     total_elements = sum(g.elements for g in groups) or 1.0
@@ -682,11 +683,8 @@ def _llama_cpu_weights(
         elif per_byte > 0:
             spilled = max(probe_bytes - cache, 0.0) / probe_bytes if probe_bytes > 0 else 0.0
             probe_reading = spilled * g.bytes_per_element * g.elements * per_byte
-            if compute <= probe_reading:
-                weights_s += compute
-            else:
-                stream_s += nbytes * per_byte
-                weights_s += compute - probe_reading + nbytes * per_byte
+            stream_s += nbytes * per_byte
+            weights_s += max(compute, compute - probe_reading + nbytes * per_byte)
         elif probe_bytes <= cache:
             stream = nbytes / bw if bw > 0 else 0.0
             stream_s += stream
