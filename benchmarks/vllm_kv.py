@@ -67,6 +67,7 @@ CONFIGS = {
     "Qwen/Qwen3-4B-Instruct-2507-FP8": "data/configs/Qwen__Qwen3-4B-Instruct-2507.json",
     "kaitchup/Phi-4-AutoRound-GPTQ-4bit": "data/configs/microsoft__phi-4.json",
     "google/gemma-4-E2B": "data/configs/google__gemma-4-E2B-it.json",
+    "google/gemma-4-E2B-it": "data/configs/google__gemma-4-E2B-it.json",
     "google/gemma-4-E2B-it-qat-w4a16-ct": "data/configs/google__gemma-4-E2B-it.json",
 }
 
@@ -137,6 +138,19 @@ def _spec(model: str, config: str | None):
     return resolve(base)
 
 
+def _with_checkpoint(spec, row: dict):
+    """The spec as advisor reads a pre-quantized repository: where the row gives the checkpoint's real size
+    (`checkpoint_bytes`, with its source in the notes), the weights are priced from those bytes, as they are when
+    advisor reads the safetensors headers from the Hub."""
+    size = _num(row.get("checkpoint_bytes"))
+    if not size:
+        return spec
+    import dataclasses
+
+    label = spec.quantization or (row.get("quantization") or "").split("(")[0].strip()
+    return dataclasses.replace(spec, checkpoint_bytes=int(size), quantization=label)
+
+
 def _gpu(row: dict, tp: int):
     """The GPU as the log saw it: its logged total where printed, else the table's."""
     from advisor.accelerators import lookup, table
@@ -195,6 +209,7 @@ def check_row(row: dict) -> dict:
         spec = _spec(row["model"], row.get("config"))
     except Exception as exc:  # a model advisor cannot read offline
         return {**out, "skip": f"no config: {str(exc).splitlines()[0][:120]}"}
+    spec = _with_checkpoint(spec, row)
     tp = int(_num(row.get("tensor_parallel")) or _num(row.get("num_gpus")) or 1)
     pp = int(_num(row.get("pipeline_parallel")) or 1)
     version_text = row.get("vllm_version_assumed") or row.get("vllm_version") or VERSIONS.get(row["id"])
@@ -239,6 +254,9 @@ def check_row(row: dict) -> dict:
             version=version,
             layer_share=SV._pp_stage_layers(layers, pp)[0] / layers,
             token_line=d.token_line,
+            in_flight_batches=SV.vllm_in_flight_batches(
+                version, v2_runner=SV.vllm_v2_runner(version, spec, quantized=precision != "bf16"), pp=pp
+            ),
         )
         out["pool_tokens"] = pool.kv_cache_tokens
         out["pool_error"] = pool.kv_cache_tokens / logged - 1

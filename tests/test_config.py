@@ -69,6 +69,19 @@ def test_sliding_window_layers_from_transformers():
     assert oss.kv.sliding_window == 128 and oss.kv.sliding_layers == 12
 
 
+def test_layers_of_different_shapes_are_counted_each_with_its_own():
+    # Gemma-4 26B-A4B: sliding layers hold 8 KV heads of 256, full layers 2 "global" KV heads of 512 (K and V
+    # both cached even where attention_k_eq_v shares one projection: transformers' cache.update takes both).
+    cfg = load_config_file(catalog.config_path("google/gemma-4-26B-A4B"))
+    text = cfg["text_config"]
+    spec = spec_from_config(cfg, model_id="google/gemma-4-26B-A4B", cache=False)
+    full = text["layer_types"].count("full_attention")
+    sliding = text["layer_types"].count("sliding_attention")
+    assert (spec.kv.full_layers, spec.kv.sliding_layers) == (full, sliding)
+    assert spec.kv.full_elements == full * 2 * text["num_global_key_value_heads"] * text["global_head_dim"]
+    assert spec.kv.sliding_elements == sliding * 2 * text["num_key_value_heads"] * text["head_dim"]
+
+
 def test_mla_latent_recorded():
     s = catalog.spec_from_catalog("deepseek-ai/DeepSeek-V2-Chat")
     assert s.kv_lora_rank == 512 and s.qk_rope_head_dim == 64

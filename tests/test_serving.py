@@ -3,6 +3,7 @@ throughput under load, multi-node steps, free-memory fitting, and one-line error
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -14,6 +15,7 @@ from advisor.accelerators import lookup
 from advisor.cli import cli
 from advisor.costmodel import serving as SV
 from advisor.sources import resolve
+from advisor.sources.catalog import config_path
 from advisor.spec import Device, Hardware
 
 GiB = 1024**3
@@ -63,6 +65,73 @@ def test_hybrid_sliding_pool_matches_logged_gemma3():
         for line in ("blocks_per_group", "concurrency")
     )  # fmt: skip
     assert new.kv_cache_tokens > 2 * old.kv_cache_tokens
+
+
+def test_gemma4_layers_keep_their_own_head_size_and_shared_layers_no_cache():
+    # google/gemma-4-E2B-it: 35 layers, the last 20 reuse earlier layers' K/V; one KV head; sliding layers have
+    # head_dim 256, full layers global_head_dim 512 (transformers' per_layer_config, vLLM gemma4.py alike).
+    cfg = json.loads(config_path("google/gemma-4-E2B-it").read_text())
+    text = cfg["text_config"]
+    spec = resolve("google/gemma-4-E2B-it")
+    cached = text["layer_types"][: text["num_hidden_layers"] - text["num_kv_shared_layers"]]
+    full, sliding = cached.count("full_attention"), cached.count("sliding_attention")
+    kvr = SV.kv_per_rank(spec, tp=1, kv_bytes=2)
+    assert (kvr.full_layers, kvr.sliding_layers) == (full, sliding) == (3, 12)
+    assert kvr.full_bytes == 2 * text["num_key_value_heads"] * text["global_head_dim"] * 2
+    assert kvr.sliding_bytes == 2 * text["num_key_value_heads"] * text["head_dim"] * 2
+    assert kvr.full_bytes == 2 * kvr.sliding_bytes
+
+
+@pytest.mark.parametrize(
+    ("version", "context", "blocks", "in_flight", "tokens", "concurrency"),
+    [
+        # zhtwnotes (vLLM 0.21.0, L4, max_model_len 8192): "GPU KV cache size: 1,062,157 tokens", 129.66x.
+        ((0, 21, 0), 8192, 108_394, 1, 1_062_157, 129.66),
+        # xbill9/gemma4-dev (vLLM 0.29.0, T4, QAT w4a16, max_model_len 16384): "519,681 tokens", 31.72x.
+        ((0, 29, 0), 16384, 50_877, 2, 519_681, 31.72),
+    ],
+)
+def test_gemma4_pool_reproduces_logged_token_lines(version, context, blocks, in_flight, tokens, concurrency):
+    # Pages unify at the full layers' 16 x 2048 B: sliding layers get 32-token blocks; 5 groups of 3 layers
+    # (4 sliding, 1 full) share the pool; from 0.26 a sliding group holds W - 1 + 2 x max_num_batched_tokens.
+    spec = resolve("google/gemma-4-E2B-it")
+    kvr = SV.kv_per_rank(spec, tp=1, kv_bytes=2)
+    assert SV.vllm_in_flight_batches(version, v2_runner=True, pp=1) == in_flight
+    page_bytes = 16 * kvr.full_bytes * 3  # one block across a group of three layers
+    pool = SV.vllm_pool(
+        kvr, blocks * page_bytes, context=context, block=16, max_num_batched_tokens=2048, version=version,
+        in_flight_batches=in_flight,
+    )  # fmt: skip
+    assert (pool.num_blocks, pool.groups) == (blocks, 5)
+    assert pool.kv_cache_tokens == tokens
+    assert round(pool.max_concurrency, 2) == concurrency
+    # Counted once (the rule before 0.26), the 0.29 log would have read 37.7x, not 31.72x.
+    once = SV.vllm_pool(kvr, blocks * page_bytes, context=context, block=16, max_num_batched_tokens=2048,
+                        version=version)  # fmt: skip
+    assert once.max_concurrency > concurrency * 1.1 if in_flight == 2 else once == pool
+
+
+def test_in_flight_batches_follow_the_runner_and_pipeline():
+    assert SV.vllm_in_flight_batches((0, 25, 0), v2_runner=True, pp=4) == 1
+    assert SV.vllm_in_flight_batches((0, 26, 0), v2_runner=True, pp=4) == 5
+    assert SV.vllm_in_flight_batches((0, 26, 0), v2_runner=False, pp=1) == 2
+    assert SV.vllm_in_flight_batches((0, 26, 0), v2_runner=False, pp=3) == 3
+
+
+@pytest.mark.parametrize(
+    ("label", "expected"),
+    [
+        ("compressed-tensors w4a16 (group 32)", "gptq"),
+        ("compressed-tensors w8a16 (channel)", "int8"),
+        ("compressed-tensors w8a8 (fp8, tensor)", "fp8"),
+        ("compressed-tensors w4a4 (fp4, tensor_group)", None),
+        ("awq 4-bit (group 128)", "awq"),
+        (None, None),
+    ],
+)
+def test_a_compressed_tensors_checkpoint_is_served_as_itself(label, expected):
+    spec = dataclasses.replace(resolve("Qwen/Qwen3-8B"), quantization=label)
+    assert SV.checkpoint_precision(spec) == expected
 
 
 def test_vllm_memory_predicts_logged_pool_for_qwen3_8b_on_a100():
@@ -279,3 +348,25 @@ def test_which_vllm_model_runner_prices_the_start_up():
     # V1 in 0.22-0.29 samples with FlashInfer's 14 B a logit, V2's profile pass skips top-k/top-p (4 B)
     assert SV.sampler_bytes_per_logit((0, 28), v0=False, seqs=256, v2=False) == 14.0
     assert SV.sampler_bytes_per_logit((0, 28), v0=False, seqs=256, v2=True) == 4.0
+
+
+def test_decode_reads_no_lookup_tables():
+    # A token looks up one row of an untied input embedding or of Gemma 4's per-layer embeddings: those tables
+    # are held on the GPU but not streamed each step; a tied table is the output projection and is read.
+    from advisor.costmodel import memory as M
+
+    e2b = resolve("google/gemma-4-E2B-it")
+    held = SV.weights_per_gpu(e2b, "bf16", tp=1, pp=1)
+    lookup = M._breakdown_or_guess(e2b).lookup
+    assert lookup > 0.4 * e2b.total_params
+    assert SV._weights_read(e2b, "bf16", tp=1, pp=1, batch=1, engine="vllm") == held - 2 * lookup
+    llama = resolve("meta-llama/Llama-3.1-8B-Instruct")
+    assert not llama.tied_embeddings
+    p = M._breakdown_or_guess(llama)
+    held = SV.weights_per_gpu(llama, "bf16", tp=2, pp=1)
+    assert SV._weights_read(llama, "bf16", tp=2, pp=1, batch=1, engine="vllm") == held - 2 * p.embedding / 2
+    qwen = resolve("Qwen/Qwen2.5-0.5B-Instruct")
+    assert qwen.tied_embeddings
+    assert SV._weights_read(qwen, "bf16", tp=1, pp=1, batch=1, engine="vllm") == SV.weights_per_gpu(
+        qwen, "bf16", tp=1, pp=1
+    )

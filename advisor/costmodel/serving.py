@@ -186,11 +186,18 @@ def _rotary_cache_bytes(spec: ModelSpec, context: int | None) -> int:
 
 
 def checkpoint_precision(spec: ModelSpec) -> str | None:
-    """The serving precision a pre-quantized checkpoint already is ('fp8', 'awq', 'gptq', 'int8'), if any."""
+    """The serving precision a pre-quantized checkpoint already is ('fp8', 'awq', 'gptq', 'int8'), if any.
+
+    NOTE: a compressed-tensors W4A16 checkpoint (Gemma 4's QAT releases, llm-compressor's GPTQ output) runs on
+    the same 4-bit Marlin kernels as GPTQ (vLLM compressed_tensors_wNa16.py `CompressedTensorsWNA16`, which
+    chooses MarlinLinearKernel: "MarlinLinearKernel for CompressedTensorsWNA16" in the T4 log of
+    benchmarks/data/vllm_kv_logs.md); W8A16 and W8A8 integer weights are one byte, as int8. Its bytes come from
+    the checkpoint (`weights_per_gpu`), so its own group size and unquantized layers are counted as they are.
+    """
     q = (spec.quantization or "").lower()
-    for name in ("awq", "gptq", "mxfp4", "fp8", "int8", "w8a8"):
+    for name in ("awq", "gptq", "mxfp4", "fp8", "int8", "w8a8", "w8a16", "w4a16"):
         if name in q:
-            return "int8" if name == "w8a8" else name
+            return {"w8a8": "int8", "w8a16": "int8", "w4a16": "gptq"}.get(name, name)
     return None
 
 
@@ -599,6 +606,7 @@ def vllm_pool(
     version: tuple[int, ...],
     layer_share: float = 1.0,
     token_line: str = "concurrency",
+    in_flight_batches: int = 1,
 ) -> Pool:
     """Blocks, reported tokens and concurrency of vLLM's pool for `available` bytes on one worker.
 
@@ -610,7 +618,10 @@ def vllm_pool(
     max_num_batched_tokens, L), block) + 1 in a sliding one and 1 in a Mamba one (kv_cache_interface.py:186-195,
     :421-452, :540-548); concurrency = num_blocks / the sum over groups (:872-890). Pages of different sizes
     are unified by enlarging blocks (Mamba: the attention block grows until its page holds the state,
-    vllm/model_executor/models/config.py HybridAttentionMambaModelConfig).
+    vllm/model_executor/models/config.py HybridAttentionMambaModelConfig). From 0.26 a sliding group holds
+    W - 1 + max_in_flight_tokens, max_in_flight_tokens = max_concurrent_batches x max_num_batched_tokens
+    (`in_flight_batches`: see `vllm_in_flight_batches`; 0.26.0 kv_cache_interface.py:584, config/vllm.py
+    `max_in_flight_tokens`; 0.25.0 still adds max_num_batched_tokens once, kv_cache_interface.py:561).
     V0 and V1 before 0.9 cached every layer for the full context: tokens = blocks x block, concurrency =
     tokens / L (0.8.5.post1 kv_cache_utils.py:632-638).
     """
@@ -659,7 +670,7 @@ def vllm_pool(
         if k == "full":
             need += groups[k] * _cdiv(context, blocks_of[k])
         elif k == "sliding":
-            window = min((kvr.window or context) - 1 + max_num_batched_tokens, context)
+            window = min((kvr.window or context) - 1 + in_flight_batches * max_num_batched_tokens, context)
             need += groups[k] * (_cdiv(window, blocks_of[k]) + 1)
         else:
             need += groups[k]
@@ -668,6 +679,23 @@ def vllm_pool(
     min_block = min(b for k, b in blocks_of.items() if k != "state") if token_kinds else block
     tokens = num_blocks // n_groups * min_block if token_line == "blocks_per_group" else int(conc * context)
     return Pool(num_blocks, min_block, tokens, conc, need, n_groups, int(num_blocks * page * group_size))
+
+
+def vllm_in_flight_batches(version: tuple[int, ...], *, v2_runner: bool, pp: int) -> int:
+    """How many scheduled batches a sliding-window group must hold blocks for (vLLM's max_concurrent_batches).
+
+    NOTE: 0.26.0 vllm/config/vllm.py `max_concurrent_batches`: with async scheduling the V2 model runner keeps
+    pp + 1 batches in flight, the V1 runner 2 when pp = 1 (it does not overlap with PP) and pp otherwise; without
+    async scheduling, pp. Async scheduling is on by default unless speculative decoding, a pooling model or an
+    executor without it turns it off (`__post_init__`, :1059-1107); plans use none of those. Before 0.26 the
+    sliding term counted one batch. The T4 Gemma-4 log (0.29.0) reproduces to the token only with 2 x 2048
+    (benchmarks/data/vllm_kv_logs.md, xbill_gemma4_e2b_qat_t4_0290).
+    """
+    if version < (0, 26):
+        return 1
+    if v2_runner:
+        return pp + 1
+    return 2 if pp <= 1 else pp
 
 
 def vllm_memory(
@@ -695,9 +723,10 @@ def vllm_memory(
     seqs = opts.max_num_seqs or d.max_num_seqs
     requested = math.ceil(gpu.total_bytes * util)
     weights = weights_per_gpu(spec, precision, tp=tp, pp=pp, context=context)
+    quantized = precision not in ("bf16", "fp16", "auto")
     prof = vllm_profile_bytes(
         spec, tp=tp, tokens=tokens, seqs=seqs, version=version, v0=d.v0, gpu=gpu, eager=opts.enforce_eager, pp=pp,
-        flashinfer=opts.flashinfer, quantized=precision not in ("bf16", "fp16", "auto"),
+        flashinfer=opts.flashinfer, quantized=quantized,
     )  # fmt: skip
     in_budget = prof["cudagraph"] if d.cudagraph_in_budget else 0
     available = requested - weights - prof["activation"] - prof["non_torch"] - in_budget
@@ -712,6 +741,9 @@ def vllm_memory(
         version=version,
         layer_share=share,
         token_line=d.token_line,
+        in_flight_batches=vllm_in_flight_batches(
+            version, v2_runner=vllm_v2_runner(version, spec, quantized=quantized), pp=pp
+        ),
     )
     outside = 0 if d.cudagraph_in_budget else prof["cudagraph"]
     return {
@@ -974,17 +1006,20 @@ class Run:
 
 def _weights_read(spec: ModelSpec, precision: str, *, tp: int, pp: int, batch: int, engine: str) -> float:
     """Weight bytes one GPU streams per decode step for `batch` tokens: the routed experts no token picked
-    are not read."""
-    from advisor.costmodel.speed import experts_read_fraction
+    are not read, nor the tables a token only looks a row up in (an untied input embedding, Gemma 3n/4's
+    per-layer embeddings: 4.4 of E2B's 9.6 GiB), as in the single-stream model (`speed.bytes_per_token`)."""
+    from advisor.costmodel.speed import bytes_per_token, experts_read_fraction
 
     if engine == "llama.cpp":
-        w = M.weight_bytes(spec, precision)
-        unread = w.routed_experts * (1 - experts_read_fraction(spec, batch))
-        return (w.total - unread) / max(tp * pp, 1)
+        read = bytes_per_token(spec, precision, depth=0, batch=batch)
+        return (read["layers"] + read["head"] + read["embedding_rows"]) / max(tp * pp, 1)
     total = weights_per_gpu(spec, precision, tp=tp, pp=pp)
     p = M._breakdown_or_guess(spec)
     routed = p.routed_experts * SERVE_MATRIX_BYTES.get(precision, 2.0) / (tp * pp)
-    return total - routed * (1 - experts_read_fraction(spec, batch))
+    # 16-bit lookup tables, sharded over tensor-parallel ranks like the vocabulary (VocabParallelEmbedding).
+    untied_input = p.embedding if p.lm_head and not spec.tied_embeddings else 0
+    looked_up = 2 * (p.lookup + untied_input) / (tp * pp)
+    return max(total - routed * (1 - experts_read_fraction(spec, batch)) - looked_up, 0.0)
 
 
 def decode_step(

@@ -213,7 +213,8 @@ class _BuildTooBig(Exception):
 
 # Spec cache: a config's exact counts, keyed by its content, so the second look at a model needs no build.
 SPEC_CACHE = "specs"
-SPEC_CACHE_FORMAT = 4  # bump when ModelSpec or ParamBreakdown gains a field
+# Bump when ModelSpec or ParamBreakdown gains a field, or a count changes (5: per-layer KV shapes).
+SPEC_CACHE_FORMAT = 5
 
 
 def _cache_key(config: dict[str, Any]) -> str | None:
@@ -447,6 +448,30 @@ def _breakdown(model) -> ParamBreakdown:
     )
 
 
+def _per_layer_kv_shapes(text, layers: int) -> tuple[list[int], list[int]] | None:
+    """(KV heads, head dim) of each layer, where a heterogeneous config gives them per layer; None otherwise.
+
+    NOTE: transformers 5.24 describes layers that differ in shape with `per_layer_config` (Gemma 4: sliding
+    layers of `head_dim` 256, full ones of `global_head_dim` 512) and reads their cache shapes with
+    `configuration_utils.get_head_shapes`, as its StaticCache does (generation/utils.py
+    `_get_static_cache_init_shape`); vLLM sizes each layer's spec the same way (0.21.0
+    model_executor/models/gemma4.py:558-562, full layers `global_head_dim`, the others `head_dim`).
+    """
+    if not getattr(text, "is_heterogeneous", False):
+        return None
+    try:
+        from transformers.configuration_utils import get_head_shapes
+
+        heads, dims = get_head_shapes(text)
+    except Exception:  # an older transformers, or per-layer settings it cannot read: one shape for all
+        return None
+    heads = heads if isinstance(heads, list) else [heads] * layers
+    dims = dims if isinstance(dims, list) else [dims] * layers
+    if len(heads) < layers or len(dims) < layers:
+        return None
+    return [int(h) for h in heads], [int(d) for d in dims]
+
+
 def _kv_layout(text, kv_heads: int | None, head_dim: int | None) -> KVLayout:
     """Per-token KV elements as transformers' DynamicCache stores them, layer by layer."""
     from transformers.cache_utils import get_layer_types_and_kwargs
@@ -474,16 +499,19 @@ def _kv_layout(text, kv_heads: int | None, head_dim: int | None) -> KVLayout:
         )
     else:
         per_layer = 2 * (kv_heads or 0) * (head_dim or 0)
+    shapes = _per_layer_kv_shapes(text, len(layer_types)) if not kv_lora else None
 
     full = sliding = 0
     full_layers = sliding_layers = state_layers = 0
     window = None
-    for layer_type, kwargs in zip(layer_types, layer_kwargs, strict=False):
+    for i, (layer_type, kwargs) in enumerate(zip(layer_types, layer_kwargs, strict=False)):
         if layer_type == "dummy":  # shares another layer's cache or has no attention
             continue
         if layer_type in _STATE_LAYER_TYPES:  # a recurrent state, not a cache growing with the context
             state_layers += 1
             continue
+        if shapes is not None:
+            per_layer = 2 * shapes[0][i] * shapes[1][i]
         layer_window = _count(kwargs.get("sliding_window"))  # a window of another kind ([None], "4k") is none
         if layer_window:
             sliding += per_layer
