@@ -428,6 +428,10 @@ def main(argv: list[str] | None = None) -> None:
 
     debug = bool(os.environ.get(DEBUG_ENV))
     _register_optional_commands()
+    if sys.stderr.isatty():  # a person is watching: say why the first command waits (not in pipes and logs)
+        from advisor import hardware
+
+        hardware.on_probe(lambda line: click.echo(line, err=True))
     try:
         cli.main(args=argv, prog_name="advisor", standalone_mode=False)
     except click.exceptions.Abort:

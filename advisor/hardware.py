@@ -1466,6 +1466,28 @@ def _cpu_bandwidth(hw: Hardware) -> float:
     return float(hw.cpu.bandwidth_gbps or 0.0) if hw.cpu is not None else 0.0
 
 
+# Who is told that a probe is starting (the `advisor` command prints it on a terminal's stderr): a first probe
+# takes a minute or two on a small CPU, and a silent wait that long looks like a hang. None: nobody (library use).
+_probe_notice: Any = None
+
+
+def on_probe(notice: Any) -> None:
+    """Call `notice(line)` before each probe `load_or_probe` runs (None: stop)."""
+    global _probe_notice
+    _probe_notice = notice
+
+
+def _announce(why: str) -> None:
+    if _probe_notice is None:
+        return
+    runtimes = ", each runtime's step costs" if probe_runtimes() else ""
+    with contextlib.suppress(Exception):  # a closed stderr must not stop the probe
+        _probe_notice(
+            f"advisor: {why}: measuring this machine (memory bandwidth, matmul rates{runtimes}); "
+            f"this takes a minute or two and is kept in {cache_path()}"
+        )
+
+
 def load_or_probe(refresh: bool = False) -> Hardware:
     """The cached profile if it was made on this machine, else a fresh `probe()` (then cached).
 
@@ -1487,6 +1509,7 @@ def load_or_probe(refresh: bool = False) -> Hardware:
                 return _refresh_volatile(cached)
             # Measured while other work shared the CPU: measure again and keep the less disturbed
             # profile (contention only ever lowers the figures).
+            _announce("the saved profile was measured while the CPU was busy")
             fresh = probe()
             kept = fresh if _cpu_bandwidth(fresh) >= _cpu_bandwidth(cached) else cached
             if _contended(kept):
@@ -1494,6 +1517,12 @@ def load_or_probe(refresh: bool = False) -> Hardware:
             with contextlib.suppress(OSError):
                 save_hardware(kept, path)
             return kept if kept is fresh else _refresh_volatile(kept)
+    if refresh:
+        _announce("--refresh")
+    elif path.exists():
+        _announce("the saved profile cannot be used here (another machine, an older advisor or a damaged file)")
+    else:
+        _announce("first run")
     hw = probe()
     try:
         save_hardware(hw, path)

@@ -61,3 +61,29 @@ def test_a_contended_profile_is_measured_again_only_once(_probed_hardware, monke
     assert len(calls) == 1
     hardware.load_or_probe(refresh=True)
     assert len(calls) == 2
+
+
+def test_a_probe_is_announced_before_it_runs_and_a_cached_profile_is_not(_probed_hardware, monkeypatch):
+    """A first probe takes a minute or two: the command says so before it starts, and says nothing when the saved
+    profile is used."""
+    heard: list[str] = []
+    order: list[str] = []
+
+    def fake_probe(**kwargs):
+        order.append("probe")
+        return with_cpu(_probed_hardware, 20.0, 0.0)
+
+    monkeypatch.setattr(hardware, "probe", fake_probe)
+    monkeypatch.setattr(hardware, "_probe_notice", None)
+    hardware.on_probe(lambda line: (heard.append(line), order.append("notice")))
+    hardware.cache_path().unlink(missing_ok=True)
+    hardware.load_or_probe()
+    assert order == ["notice", "probe"]
+    assert "first run" in heard[0] and str(hardware.cache_path()) in heard[0]
+    hardware.load_or_probe()  # the saved, quiet profile: nothing to announce
+    assert len(heard) == 1
+    hardware.load_or_probe(refresh=True)
+    assert len(heard) == 2 and "--refresh" in heard[1]
+    hardware.on_probe(None)
+    hardware.load_or_probe(refresh=True)
+    assert len(heard) == 2
