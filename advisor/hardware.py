@@ -574,7 +574,7 @@ def measure_runtime_costs(notes: list[str]) -> dict[str, Any]:
     try:
         from advisor.runtime_costs import measure_transformers
 
-        out["transformers"] = measure_transformers()
+        out["transformers"] = measure_transformers(notes=notes)
     except Exception as exc:  # a torch build without a dtype, a transformers change
         notes.append(f"transformers step costs not measured ({_err(exc)}): its estimates use default costs")
     try:
@@ -1500,6 +1500,7 @@ def load_or_probe(refresh: bool = False) -> Hardware:
     """
     path = cache_path()
     warnings: list[str] = []
+    saved = path.exists()  # (a damaged file is moved aside by the read below)
     if not refresh and path.exists():
         cached, schema, warning = _read_cache(path)
         if warning:
@@ -1519,7 +1520,7 @@ def load_or_probe(refresh: bool = False) -> Hardware:
             return kept if kept is fresh else _refresh_volatile(kept)
     if refresh:
         _announce("--refresh")
-    elif path.exists():
+    elif saved:
         _announce("the saved profile cannot be used here (another machine, an older advisor or a damaged file)")
     else:
         _announce("first run")

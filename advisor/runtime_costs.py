@@ -92,7 +92,9 @@ def kv_elements(layers: int, hidden: int, depth: int) -> int:
 
 def fit(samples: dict[str, dict[str, float]]) -> StepCosts:
     """StepCosts from per-shape timings: {shape: {"decode_s", "decode_long_s", "prefill_short_s",
-    "prefill_long_s"}} (seconds per decode step at the short and long depth, seconds of the two prefills).
+    "prefill_long_s", "prefill_longest_s"}} (seconds per decode step at the short and long depth, seconds of the
+    prefills at PREFILL_SHORT/LONG/LONGEST tokens; the longest optional), with a "wide2k" shape where the cost per
+    output row is to be split from the cost per element (transformers).
 
     A deeper cache costs twice over: per cached token whatever the model's width (the causal mask and positions
     are built once a step, for all layers) and per cached K/V element (reading it, and the cache's own copies).
@@ -248,14 +250,36 @@ class _NoTokenizer:
 BNB_PRECISIONS = {"bnb8": "int8", "bnb4": "int4"}
 
 
-def measure_transformers(dtypes: tuple[str, ...] = TRANSFORMERS_DTYPES, device: str = "cpu") -> dict[str, Any]:
+def measure_transformers(
+    dtypes: tuple[str, ...] = TRANSFORMERS_DTYPES, device: str = "cpu", notes: list[str] | None = None
+) -> dict[str, Any]:
     """{dtype or bitsandbytes kind: StepCosts json} for transformers on `device` (torch is imported by the caller's
     probe). The bitsandbytes kinds are timed where bitsandbytes is installed: their kernels' costs differ from the
     16-bit ones in ways no constant carries between machines (LLM.int8's CPU prompt rate against bf16's read 1.9x to
-    2.8x on different days here)."""
+    2.8x on different days here). A kind that fails (a bitsandbytes build without CPU kernels, a library mismatch)
+    is left out, with a line in `notes`: the kinds already timed are kept."""
     import importlib.util
     import tempfile
 
+    kinds = [*dtypes]
+    if dtypes == TRANSFORMERS_DTYPES and device == "cpu" and importlib.util.find_spec("bitsandbytes") is not None:
+        kinds += list(BNB_PRECISIONS)
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="advisor-probe-") as tmp:
+        for kind in kinds:
+            try:
+                costs = _measure_kind(kind, device, Path(tmp))
+            except Exception as exc:  # one kind's failure must not cost the others (~30 s of timing)
+                if notes is not None:
+                    notes.append(f"transformers {kind} step costs not measured ({type(exc).__name__}: {exc})"[:300])
+                continue
+            if plausible(costs):
+                out[kind] = rounded(costs)
+    return out
+
+
+def _measure_kind(kind: str, device: str, tmp: Path) -> StepCosts:
+    """StepCosts of one dtype or bitsandbytes kind, timed on the probe shapes."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -264,36 +288,26 @@ def measure_transformers(dtypes: tuple[str, ...] = TRANSFORMERS_DTYPES, device: 
     from advisor.hf import quiet
 
     torch_dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-    kinds = [*dtypes]
-    if dtypes == TRANSFORMERS_DTYPES and device == "cpu" and importlib.util.find_spec("bitsandbytes") is not None:
-        kinds += list(BNB_PRECISIONS)
-    out: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(prefix="advisor-probe-") as tmp:
-        for kind in kinds:
-            samples = {}
-            for name, (layers, hidden, inter) in {**SHAPES, "wide2k": WIDE2K}.items():
-                heads, kv, _hd = heads_of(hidden)
-                config = LlamaConfig(vocab_size=VOCAB, hidden_size=hidden, intermediate_size=inter,
-                                     num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv,
-                                     max_position_embeddings=4096, tie_word_embeddings=True, bos_token_id=0,
-                                     eos_token_id=None, pad_token_id=0)  # fmt: skip
-                torch.manual_seed(0)
-                with quiet():
-                    if kind in BNB_PRECISIONS:
-                        model = _bnb_model(LlamaForCausalLM(config).to(torch.bfloat16), kind, Path(tmp) / name)
-                    else:
-                        model = LlamaForCausalLM(config).to(torch_dtypes[kind]).to(device).eval()
-                engine = TransformersEngine(
-                    model, _NoTokenizer(), artifact=Artifact("probe", Path("."), "transformers", "probe"),
-                    options=LoadOptions(BNB_PRECISIONS.get(kind, kind)), load_seconds=0.0,
-                )  # fmt: skip
-                samples[name] = _time_engine(engine, full=name == "wide8", long=name == "tiny2")
-                engine.close()
-                del model, engine
-            costs = fit(samples)
-            if plausible(costs):
-                out[kind] = rounded(costs)
-    return out
+    samples = {}
+    for name, (layers, hidden, inter) in {**SHAPES, "wide2k": WIDE2K}.items():
+        heads, kv, _hd = heads_of(hidden)
+        config = LlamaConfig(vocab_size=VOCAB, hidden_size=hidden, intermediate_size=inter, num_hidden_layers=layers,
+                             num_attention_heads=heads, num_key_value_heads=kv, max_position_embeddings=4096,
+                             tie_word_embeddings=True, bos_token_id=0, eos_token_id=None, pad_token_id=0)  # fmt: skip
+        torch.manual_seed(0)
+        with quiet():
+            if kind in BNB_PRECISIONS:
+                model = _bnb_model(LlamaForCausalLM(config).to(torch.bfloat16), kind, tmp / name)
+            else:
+                model = LlamaForCausalLM(config).to(torch_dtypes[kind]).to(device).eval()
+        engine = TransformersEngine(
+            model, _NoTokenizer(), artifact=Artifact("probe", Path("."), "transformers", "probe"),
+            options=LoadOptions(BNB_PRECISIONS.get(kind, kind)), load_seconds=0.0,
+        )  # fmt: skip
+        samples[name] = _time_engine(engine, full=name == "wide8", long=name == "tiny2")
+        engine.close()
+        del model, engine
+    return fit(samples)
 
 
 def _bnb_model(model, kind: str, folder: Path):

@@ -255,7 +255,7 @@ def check_row(row: dict) -> dict:
             layer_share=SV._pp_stage_layers(layers, pp)[0] / layers,
             token_line=d.token_line,
             in_flight_batches=SV.vllm_in_flight_batches(
-                version, v2_runner=SV.vllm_v2_runner(version, spec, quantized=precision != "bf16"), pp=pp
+                version, v2_runner=SV.vllm_v2_runner(version, spec, quantized=SV.is_quantized(precision)), pp=pp
             ),
         )
         out["pool_tokens"] = pool.kv_cache_tokens

@@ -87,3 +87,16 @@ def test_a_probe_is_announced_before_it_runs_and_a_cached_profile_is_not(_probed
     hardware.on_probe(None)
     hardware.load_or_probe(refresh=True)
     assert len(heard) == 2
+
+
+def test_a_damaged_profile_is_announced_as_unusable_not_as_a_first_run(_probed_hardware, monkeypatch):
+    heard: list[str] = []
+    monkeypatch.setattr(hardware, "probe", lambda **kw: with_cpu(_probed_hardware, 20.0, 0.0))
+    monkeypatch.setattr(hardware, "_probe_notice", None)
+    hardware.on_probe(heard.append)
+    hardware.cache_path().write_text("{ not json", encoding="utf-8")
+    try:
+        hardware.load_or_probe()
+    finally:
+        hardware.on_probe(None)
+    assert len(heard) == 1 and "cannot be used here" in heard[0] and "first run" not in heard[0]

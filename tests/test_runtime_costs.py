@@ -361,3 +361,69 @@ def test_each_llama_cpp_tensor_type_is_priced_by_how_much_of_its_own_probe_fit_t
     expected = (layers + head) / Q4.elements_per_s - head_probe_reading + cpu["bytes"] * per_byte
     assert cpu["stream_s"] == pytest.approx(cpu["bytes"] * per_byte, rel=1e-6)
     assert seconds - cpu["layers_s"] - cpu["constant_s"] - cpu["context_s"] == pytest.approx(expected, rel=1e-6)
+
+
+def test_the_cost_per_byte_is_recovered_where_the_reference_probe_itself_spilled(tmp_path):
+    # A machine that obeys the model exactly: Q4_0 arithmetic `a` a weight, `c` a byte read from memory, and an LLC
+    # of 16 MiB, so the 13.6 MB wide8 Q4_0 probe (its rate the reference) read part of itself from memory too.
+    a, c, bpe, llc = 1 / 7e10, 3e-11, 4.5 / 8, 16 * 2**20
+    cache = S._probe_cache_bytes(Device("cpu", "cpu", 1, 1.0, "measured", details={"llc_bytes": llc}))
+    spilled = (R.STREAM_PROBE_SMALL - cache) / R.STREAM_PROBE_SMALL
+    assert 0.3 < spilled < 0.5
+    q4 = dataclasses.replace(Q4, elements_per_s=1 / (a + spilled * bpe * c))
+    layers, hidden, inter = R.STREAM_SHAPE
+    deep = q4.per_token_s + layers * q4.per_layer_s + R.matmul_elements(layers, hidden, inter) * (a + bpe * c)
+    measured = R._stream_cost(tmp_path, lambda path, full: {"decode_s": deep}, q4)
+    assert measured == pytest.approx(c * (1 - spilled), rel=1e-6)  # what the deep model's extra time shows
+    hw = _llama_cpu({"Q4_0": q4}, stream=measured, llc=llc)
+    assert S.llama_stream_cost(hw.cpu) == pytest.approx(c, rel=1e-6)
+    # where the reference probe sat in the cache, the figure is taken as measured
+    assert S.llama_stream_cost(_llama_cpu({"Q4_0": Q4}, stream=c, llc=64 * 2**20).cpu) == pytest.approx(c)
+
+
+def test_llama_cpp_decode_is_never_faster_than_memory_delivers_its_bytes():
+    # A deep probe that still sat in a very large cache measures a cost per byte near zero; the step must still
+    # read every byte at no more than the bandwidth (25 GB/s here).
+    from advisor.sources import catalog
+
+    spec = catalog.spec_from_catalog("Qwen/Qwen2.5-7B-Instruct")
+    hw = _llama_cpu({"Q4_0": Q4, "Q8_0": Q4, "Q6_K": Q4}, stream=1e-13, llc=512 * 2**20)
+    place = S.plan(spec, "q4_0", hw, context=1024)
+    seconds, basis = S.decode_seconds(spec, "q4_0", hw, place, depth=0)
+    cpu = basis["devices"]["cpu"]
+    assert seconds >= cpu["bytes"] / 25e9
+    assert 1 / seconds < 25e9 / cpu["bytes"]
+
+
+def test_a_kind_that_fails_to_time_costs_only_itself(monkeypatch):
+    # A bitsandbytes build without CPU kernels (or a library mismatch) raises while its kind is timed: the 16-bit
+    # kinds already timed are kept, and the profile's notes say which kind is missing and why.
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: object() if name == "bitsandbytes" else real_find_spec(name, *a))  # fmt: skip
+
+    def measure(kind, device, tmp):
+        if kind in R.BNB_PRECISIONS:
+            raise RuntimeError("bitsandbytes has no CPU backend")
+        return R.fit(timings(TRUE))
+
+    monkeypatch.setattr(R, "_measure_kind", measure)
+    notes: list[str] = []
+    out = R.measure_transformers(notes=notes)
+    assert sorted(out) == sorted(R.TRANSFORMERS_DTYPES)
+    assert len(notes) == len(R.BNB_PRECISIONS)
+    assert all("bitsandbytes has no CPU backend" in n for n in notes)
+
+
+def test_every_query_head_reads_llama_cpps_mla_latent():
+    from advisor.sources import catalog
+
+    lite = catalog.spec_from_catalog("deepseek-ai/DeepSeek-V2-Lite")
+    assert lite.kv_lora_rank and lite.kv.latent_elements
+    # transformers caches K and V per head (one head reads its own); llama.cpp one latent all heads read
+    assert S.query_groups(lite, "transformers") == lite.num_attention_heads / lite.num_kv_heads
+    assert S.query_groups(lite, "llama.cpp") == lite.num_attention_heads
+    qwen = catalog.spec_from_catalog("Qwen/Qwen2.5-0.5B-Instruct")
+    assert S.query_groups(qwen, "llama.cpp") == S.query_groups(qwen) == 7

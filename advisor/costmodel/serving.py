@@ -185,6 +185,11 @@ def _rotary_cache_bytes(spec: ModelSpec, context: int | None) -> int:
     return int(positions * dim * 2)
 
 
+def is_quantized(precision: str) -> bool:
+    """Whether a serving precision is a quantized one (vLLM's V2 runner and sampler rules tell them apart)."""
+    return precision not in ("bf16", "fp16", "auto")
+
+
 def checkpoint_precision(spec: ModelSpec) -> str | None:
     """The serving precision a pre-quantized checkpoint already is ('fp8', 'awq', 'gptq', 'int8'), if any.
 
@@ -440,8 +445,8 @@ def sampler_bytes_per_logit(
     pip wheel does not ship it; the Docker image does); ~0.15-0.20 use Triton (plus a persistent
     min(pow2(seqs), SMs) x vocab x 4 B buffer, counted by the caller); 0.21+ FlashInfer by default; the V2
     model runner's profile pass of 0.22-0.29 skips top-k/top-p (~4 B; models still on the V1 runner there keep
-    FlashInfer's 14 B); 0.30+ warms the sampler up with penalties and logprobs (~12 B). Checked on 24 of 32 logged
-    profiles within 0.1 GiB.
+    FlashInfer's 14 B); 0.30+ warms the sampler up with penalties and logprobs (~12 B). Checked on 24 of the first 32
+    logged profiles (batches 1-2 of benchmarks/data/vllm_kv_logs.csv) within 0.1 GiB.
     """
     native = 50.0 if seqs < 128 else 38.0
     if v0 or version < (0, 15):
@@ -723,7 +728,7 @@ def vllm_memory(
     seqs = opts.max_num_seqs or d.max_num_seqs
     requested = math.ceil(gpu.total_bytes * util)
     weights = weights_per_gpu(spec, precision, tp=tp, pp=pp, context=context)
-    quantized = precision not in ("bf16", "fp16", "auto")
+    quantized = is_quantized(precision)
     prof = vllm_profile_bytes(
         spec, tp=tp, tokens=tokens, seqs=seqs, version=version, v0=d.v0, gpu=gpu, eager=opts.enforce_eager, pp=pp,
         flashinfer=opts.flashinfer, quantized=quantized,

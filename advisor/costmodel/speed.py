@@ -21,8 +21,9 @@ from advisor.spec import Device, Hardware, ModelSpec, SpeedEstimate, StepCosts
 
 GB = 1e9
 # Bump when the decode estimate changes shape: calibration ratios measured against another version's estimates are
-# set aside (a ratio only corrects the estimate it was measured against).
-COST_MODEL_VERSION = 6
+# set aside (a ratio only corrects the estimate it was measured against). 7: llama.cpp's CPU decode is never faster
+# than memory delivers its bytes, and its cost per byte is corrected where the probe's reference model spilled.
+COST_MODEL_VERSION = 7
 
 # NOTE: fraction of the *measured* read bandwidth a runtime's decode attains, by
 # (runtime, precision kind, device kind). Sources:
@@ -489,10 +490,11 @@ def matrix_rows(spec: ModelSpec, layer_elements: float) -> float:
 
 def group_seconds(group: Group, tokens: int = 1) -> float:
     """Seconds a group of matrices takes in a decode step: elements at the streaming rate plus a cost per output row
-    where the probe separated the two (transformers), else elements at the probe's one rate."""
+    where the probe separated the two (transformers), else elements at the probe's one rate. Both scale with the
+    tokens of the pass (an output row is one reduction and store per token), as the one rate does."""
     c, n, f, rows, _bpe = group
     if rows > 0 and c.per_row_s > 0 and c.stream_elements_per_s > 0 and f > 0:
-        return (n * tokens / c.stream_elements_per_s + rows * c.per_row_s) / f
+        return (n * tokens / c.stream_elements_per_s + rows * tokens * c.per_row_s) / f
     return n * tokens / (c.elements_per_s * f) if c.elements_per_s > 0 and f > 0 else 0.0
 
 
@@ -593,7 +595,7 @@ def _measured_step(
     constant = main.per_token_s if head else 0.0
     # attention over the cache: per cached element on every device, and per cached token once a step (the mask)
     # the probe's per-element cost is per cached element as attention reads it: once for each query head
-    context = main.context_s_per_element * kv_elements * query_groups(spec)
+    context = main.context_s_per_element * kv_elements * query_groups(spec, prec.runtime)
     context += main.context_s_per_token * depth if head else 0.0
     t = weights_s + constant + main.per_layer_s * layers * share + context
     return t, {
@@ -623,12 +625,20 @@ def _probe_cache_bytes(dev: Device) -> float:
 
 def llama_stream_cost(dev: Device) -> float:
     """Seconds per byte a llama.cpp decode step pays for weights read from memory, as the probe measured it
-    (runtime_costs._stream_cost); 0 when it did not."""
+    (runtime_costs._stream_cost); 0 when it did not.
+
+    The probe measured it against the wide8 Q4_0 model's rate, taken as arithmetic alone. Where that model did not
+    fit in the cache either (an LLC under ~26 MiB: see `_probe_cache_bytes`), a share s of its bytes was read from
+    memory inside its rate, and the deep model's extra time counts only (1 - s) of the cost per byte: it is divided
+    back out, by the same cache rule that `_llama_cpu_weights` prices with."""
     data = ((dev.details or {}).get("runtime_costs") or {}).get("llama.cpp stream") or {}
     try:
-        return max(float(data.get("s_per_byte") or 0.0), 0.0)
+        per_byte = max(float(data.get("s_per_byte") or 0.0), 0.0)
+        small = max(float(data.get("cache_resident_bytes") or 0.0), 0.0)
     except (TypeError, ValueError):
         return 0.0
+    spilled = max(small - _probe_cache_bytes(dev), 0.0) / small if small > 0 else 0.0
+    return per_byte / (1 - spilled) if spilled < 0.9 else per_byte
 
 
 def llama_stream_bandwidth(dev: Device) -> float:
@@ -652,9 +662,15 @@ def llama_stream_bandwidth(dev: Device) -> float:
     return best
 
 
-def query_groups(spec: ModelSpec) -> float:
-    """Query heads per KV head (grouped-query attention); 1 where the spec does not say."""
+def query_groups(spec: ModelSpec, runtime: str = "transformers") -> float:
+    """Query heads that read each cached element: query heads per KV head (grouped-query attention); 1 where the
+    spec does not say. llama.cpp caches MLA's one latent per layer (DeepSeek: 576 values), which every query head
+    reads (its absorbed attention is grouped-query attention with one KV head), where transformers caches K and V
+    per head. NOTE: one ratio for the model; Gemma 4's full layers (2 global KV heads against 8) are read by more
+    query heads per element than its sliding ones, which this averages away (per-layer ratios not kept)."""
     heads, kv = spec.num_attention_heads or 0, spec.num_kv_heads or 0
+    if runtime == "llama.cpp" and spec.kv_lora_rank and heads:
+        return float(heads)
     return heads / kv if heads and kv else 1.0
 
 
@@ -673,6 +689,7 @@ def _llama_cpu_weights(
     total_elements = sum(g.elements for g in groups) or 1.0
     cache = _probe_cache_bytes(dev)
     per_byte = llama_stream_cost(dev)
+    seen = max(bw, llama_stream_bandwidth(dev))
     weights_s = stream_s = 0.0
     for g in groups:
         compute = group_seconds(g, tokens)
@@ -684,13 +701,15 @@ def _llama_cpu_weights(
             spilled = max(probe_bytes - cache, 0.0) / probe_bytes if probe_bytes > 0 else 0.0
             probe_reading = spilled * g.bytes_per_element * g.elements * per_byte
             stream_s += nbytes * per_byte
-            weights_s += max(compute, compute - probe_reading + nbytes * per_byte)
+            # never faster than memory can deliver the bytes: a deep probe that still sat in a large cache (a
+            # host's 260-384 MiB of L3) measures a cost per byte near zero
+            floor = nbytes / seen if seen > 0 else 0.0
+            weights_s += max(compute, compute - probe_reading + nbytes * per_byte, floor)
         elif probe_bytes <= cache:
             stream = nbytes / bw if bw > 0 else 0.0
             stream_s += stream
             weights_s += compute + stream
         else:
-            seen = max(bw, llama_stream_bandwidth(dev))
             stream = nbytes / seen if seen > 0 else 0.0
             stream_s += stream
             weights_s += max(compute, stream)
