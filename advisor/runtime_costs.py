@@ -450,18 +450,29 @@ def measure_llamacpp_here(workdir: Path, types: tuple[str, ...] = LLAMA_TYPES) -
     # before and after read 7.5e10 (the AMD EPYC VM, benchmarks/accuracy.py runs 11-13; the real model's decode
     # did not move with it). The repeats within a round are seconds apart; the rounds are ~15 s apart.
     wide: dict[str, dict[str, float]] = {}
-    for _round in range(PROBE_ROUNDS):
-        for tensor_type, path in paths.items():
-            timing = timed(path, True)
-            best = wide.setdefault(tensor_type, timing)
-            for key, value in timing.items():
-                best[key] = min(best[key], value)
+    # The deep model's step is timed in each round too, the faster kept: its cost per byte is a difference of two
+    # timings, so a burst from a neighbour lands in it magnified (one probe beside other work read 4.1e-11 s a
+    # byte where quiet ones read 2.8-3.0e-11, and priced the embedded Q4_1 decode 21% slow).
+    deep = _deep_probe(workdir) if "Q4_0" in paths else None
+    deep_steps: list[float] = []
+    try:
+        for _round in range(PROBE_ROUNDS):
+            for tensor_type, path in paths.items():
+                timing = timed(path, True)
+                best = wide.setdefault(tensor_type, timing)
+                for key, value in timing.items():
+                    best[key] = min(best[key], value)
+            if deep is not None:
+                deep_steps.append(timed(deep, False)["decode_s"])
+    finally:
+        if deep is not None:
+            deep.unlink(missing_ok=True)
     for tensor_type, timing in wide.items():
         costs = fit({**constants, "wide8": timing})
         if plausible(costs):
             out[tensor_type] = rounded(costs)
-    if "Q4_0" in out:
-        stream = _stream_cost(workdir, timed, StepCosts.from_json(out["Q4_0"]))
+    if "Q4_0" in out and deep_steps:
+        stream = _stream_per_byte(min(deep_steps), StepCosts.from_json(out["Q4_0"]))
         if stream is not None:
             out["stream"] = {"s_per_byte": float(f"{stream:.6g}"), "cache_resident_bytes": STREAM_PROBE_SMALL}
     return out
@@ -479,17 +490,19 @@ STREAM_SHAPE = (64, 512, 1536)
 STREAM_PROBE_SMALL = 13_639_680  # bytes of the wide8 Q4_0 probe's matrices (what sat in the cache)
 
 
-def _stream_cost(workdir: Path, timed, q4: StepCosts) -> float | None:
+def _deep_probe(workdir: Path) -> Path:
+    """The deep Q4_0 probe model (STREAM_SHAPE), written into `workdir`."""
+    layers, hidden, inter = STREAM_SHAPE
+    return write_probe_gguf(workdir / "deep-Q4_0.gguf", layers, hidden, inter, "Q4_0", reuse_layers=True)
+
+
+def _stream_per_byte(step: float, q4: StepCosts) -> float | None:
     """Seconds per byte a llama.cpp decode step pays for weights that come from memory, not the cache: the deep
-    Q4_0 model's step less what its elements cost at the cache-resident wide8 rate and the constants."""
+    Q4_0 model's step less what its elements cost at the cache-resident wide8 rate and the constants; None when
+    the step shows no such cost."""
     from advisor.precision import gguf_bits_per_weight
 
     layers, hidden, inter = STREAM_SHAPE
-    path = write_probe_gguf(workdir / "deep-Q4_0.gguf", layers, hidden, inter, "Q4_0", reuse_layers=True)
-    try:
-        step = timed(path, False)["decode_s"]
-    finally:
-        path.unlink(missing_ok=True)
     elements = matmul_elements(layers, hidden, inter)
     extra = step - q4.per_token_s - layers * q4.per_layer_s - elements / q4.elements_per_s
     per_byte = extra / (elements * gguf_bits_per_weight("Q4_0") / 8)

@@ -625,7 +625,7 @@ def _probe_cache_bytes(dev: Device) -> float:
 
 def llama_stream_cost(dev: Device) -> float:
     """Seconds per byte a llama.cpp decode step pays for weights read from memory, as the probe measured it
-    (runtime_costs._stream_cost); 0 when it did not.
+    (runtime_costs._stream_per_byte); 0 when it did not.
 
     The probe measured it against the wide8 Q4_0 model's rate, taken as arithmetic alone. Where that model did not
     fit in the cache either (an LLC under ~26 MiB: see `_probe_cache_bytes`), a share s of its bytes was read from
