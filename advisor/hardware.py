@@ -1501,7 +1501,7 @@ def load_or_probe(refresh: bool = False) -> Hardware:
     path = cache_path()
     warnings: list[str] = []
     saved = path.exists()  # (a damaged file is moved aside by the read below)
-    if not refresh and path.exists():
+    if not refresh and saved:
         cached, schema, warning = _read_cache(path)
         if warning:
             warnings.append(warning)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import re
 import statistics
@@ -145,8 +146,6 @@ def _with_checkpoint(spec, row: dict):
     size = _num(row.get("checkpoint_bytes"))
     if not size:
         return spec
-    import dataclasses
-
     label = spec.quantization or (row.get("quantization") or "").split("(")[0].strip()
     return dataclasses.replace(spec, checkpoint_bytes=int(size), quantization=label)
 

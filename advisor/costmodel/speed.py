@@ -669,7 +669,7 @@ def query_groups(spec: ModelSpec, runtime: str = "transformers") -> float:
     per head. NOTE: one ratio for the model; Gemma 4's full layers (2 global KV heads against 8) are read by more
     query heads per element than its sliding ones, which this averages away (per-layer ratios not kept)."""
     heads, kv = spec.num_attention_heads or 0, spec.num_kv_heads or 0
-    if runtime == "llama.cpp" and spec.kv_lora_rank and heads:
+    if runtime == "llama.cpp" and spec.kv is not None and spec.kv.latent_elements and heads:
         return float(heads)
     return heads / kv if heads and kv else 1.0
 
