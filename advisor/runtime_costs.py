@@ -44,7 +44,6 @@ DEPTH_SHORT, DEPTH_LONG = 8, 1024
 # attention's cost, which grows with the square of the prompt: timed at 16 and 128 tokens alone, llama.cpp's 512-token
 # prompts on the AMD VM ran 27-31% slower than priced in F16, BF16 and F32 (benchmarks/accuracy.py run 9).
 PREFILL_SHORT, PREFILL_LONG, PREFILL_LONGEST = 16, 128, 512
-REPEATS = 3
 TRANSFORMERS_DTYPES = ("fp32", "bf16", "fp16")
 # llama.cpp tensor types timed: those gguf-py writes directly, and two K-quants made by llama.cpp's quantizer
 # (Q4_K is repacked on x86 like Q4_0; Q6_K runs the generic K-quant dot product). F32 has a rate of its own: no
@@ -56,7 +55,6 @@ TRANSFORMERS_DTYPES = ("fp32", "bf16", "fp16")
 # BF16 has its own rate too: on a CPU with AVX512-BF16 (the AMD EPYC VM) llama.cpp multiplies BF16 natively, and a
 # BF16 GGUF's prompts ran 25-30% faster than F16's rate priced them (benchmarks/accuracy.py runs 11 and 12).
 LLAMA_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q6_K")
-PROBE_ROUNDS = 2  # llama.cpp's types are timed twice, apart (see measure_llamacpp_here)
 LLAMA_DIRECT = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1")
 
 
@@ -187,29 +185,58 @@ def rounded(costs: StepCosts) -> dict[str, float]:
     return {k: float(f"{v:.6g}") for k, v in costs.to_json().items()}
 
 
-def _time_engine(engine, *, full: bool, long: bool = False) -> dict[str, float]:
-    """Seconds per decode step after a warm-up; with `long` or `full`, also at the long depth, and with `full` the
-    two prefills (only the wide model needs those). Each figure is the fastest of its repeats: other work on the
-    machine only ever adds time, so the minimum is the closest to what the step itself costs."""
-    short = [5] * DEPTH_SHORT
-    engine.generate(short, max_new_tokens=4, exact_length=True)
+def _warm(engine, *, full: bool) -> None:
+    """One untimed run of what a round times (first calls allocate, compile and fill caches)."""
+    engine.generate([5] * DEPTH_SHORT, max_new_tokens=4, exact_length=True)
+    if full:
+        for n in (PREFILL_SHORT, PREFILL_LONG, PREFILL_LONGEST):
+            engine.generate([5] * n, max_new_tokens=1, exact_length=True)
 
-    def step(prompt: list[int], repeats: int = REPEATS) -> float:
-        gens = [engine.generate(prompt, max_new_tokens=DECODE_TOKENS, exact_length=True) for _ in range(repeats)]
-        return 1.0 / max(g.decode_tok_s for g in gens)
+
+def _time_round(engine, *, full: bool, long: bool = False) -> dict[str, float]:
+    """One sample of each figure: seconds per decode step at the short depth; with `long` or `full`, also at the
+    long depth, and with `full` the three prefills (only the wide model needs those)."""
+
+    def step(prompt: list[int]) -> float:
+        return 1.0 / engine.generate(prompt, max_new_tokens=DECODE_TOKENS, exact_length=True).decode_tok_s
 
     def prefill(n: int) -> float:
-        prompt = [5] * n
-        engine.generate(prompt, max_new_tokens=1, exact_length=True)
-        return min(engine.generate(prompt, max_new_tokens=1, exact_length=True).ttft_s for _ in range(REPEATS))
+        return engine.generate([5] * n, max_new_tokens=1, exact_length=True).ttft_s
 
-    out = {"decode_s": step(short)}
+    out = {"decode_s": step([5] * DEPTH_SHORT)}
     if long or full:
         out["decode_long_s"] = step([5] * DEPTH_LONG)
     if full:
         out.update(prefill_short_s=prefill(PREFILL_SHORT), prefill_long_s=prefill(PREFILL_LONG),
                    prefill_longest_s=prefill(PREFILL_LONGEST))  # fmt: skip
     return out
+
+
+# NOTE: the probe's constants are medians over rounds spread across the whole timing, the models taking turns. On
+# the 2-vCPU AMD EPYC VM the per-layer constant, (tiny8 - tiny2) / 6, moves on a scale of seconds (thread wake-ups
+# on a shared host): timed as the fastest of 3 repeats a fraction of a second apart, six probes 3 s apart read
+# 0.22-0.62 ms a layer in bf16, and one in a fast moment priced every transformers decode 15-70% fast
+# (benchmarks/accuracy.py run 21; run 22 read bitsandbytes' 2.3x slow). Medians of 15 rounds spread over ~10 s read
+# 0.33-0.39 ms in five tries (NOTES.md, run 23). The median is also what bench reports, so the probe prices the
+# machine bench will measure, not its fastest moment.
+ROUNDS = 5
+
+
+def _time_engines(engines: dict[str, tuple[Any, bool, bool]], rounds: int = ROUNDS) -> dict[str, dict[str, float]]:
+    """{name: figures} of engines given as {name: (engine, full, long)}, each figure the median of `rounds`
+    samples; the engines take turns within every round, starting one later each round, so a slow moment of the
+    host lands on all of them instead of on one model's figures."""
+    import statistics
+
+    for engine, full, _long in engines.values():
+        _warm(engine, full=full)
+    names = list(engines)
+    samples: dict[str, list[dict[str, float]]] = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            engine, full, long = engines[name]
+            samples[name].append(_time_round(engine, full=full, long=long))
+    return {name: {key: statistics.median(s[key] for s in rows) for key in rows[0]} for name, rows in samples.items()}
 
 
 def plausible(costs: StepCosts) -> bool:
@@ -288,7 +315,7 @@ def _measure_kind(kind: str, device: str, tmp: Path) -> StepCosts:
     from advisor.hf import quiet
 
     torch_dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-    samples = {}
+    engines = {}
     for name, (layers, hidden, inter) in {**SHAPES, "wide2k": WIDE2K}.items():
         heads, kv, _hd = heads_of(hidden)
         config = LlamaConfig(vocab_size=VOCAB, hidden_size=hidden, intermediate_size=inter, num_hidden_layers=layers,
@@ -304,9 +331,12 @@ def _measure_kind(kind: str, device: str, tmp: Path) -> StepCosts:
             model, _NoTokenizer(), artifact=Artifact("probe", Path("."), "transformers", "probe"),
             options=LoadOptions(BNB_PRECISIONS.get(kind, kind)), load_seconds=0.0,
         )  # fmt: skip
-        samples[name] = _time_engine(engine, full=name == "wide8", long=name == "tiny2")
-        engine.close()
-        del model, engine
+        engines[name] = (engine, name == "wide8", name == "tiny2")
+    try:
+        samples = _time_engines(engines)
+    finally:
+        for engine, _full, _long in engines.values():
+            engine.close()
     return fit(samples)
 
 
@@ -416,22 +446,25 @@ def write_probe_gguf(
 
 def measure_llamacpp_here(workdir: Path, types: tuple[str, ...] = LLAMA_TYPES) -> dict[str, Any]:
     """{tensor type: StepCosts json} for llama.cpp on the CPU. Runs in a child process (see
-    `measure_llamacpp`): it loads native code."""
+    `measure_llamacpp`): it loads native code.
+
+    Every probe model is loaded once and they take turns over ROUNDS rounds (`_time_engines`), each figure the
+    median of its rounds: the F32 tiny models for the constants, the wide8 model of each tensor type, and the deep
+    Q4_0 model for the cost of reading weights from memory. On a VM the host's other tenants slow every kernel for
+    seconds at a time: one pass over the types read the Q4_0 rate at 4.6e10 elements/s where the passes before and
+    after read 7.5e10 (the AMD EPYC VM, benchmarks/accuracy.py runs 11-13), and one deep-model timing beside other
+    work read 4.1e-11 s a byte where quiet ones read 2.8-3.0e-11 (its cost is a difference of two timings, so a
+    burst lands in it magnified). Rounds spread over the whole probe put such a moment in one sample of each
+    figure, which the median leaves out."""
     from advisor.engines.base import Artifact, LoadOptions
     from advisor.engines.llamacpp import LlamaCppEngine, quantize_here
 
-    def timed(path: Path, full: bool, long: bool = False) -> dict[str, float]:
-        engine = LlamaCppEngine.load(Artifact("probe", path, "llama.cpp", "probe"),
-                                     LoadOptions("gguf-file", context=2048, gpu_layers=0))  # fmt: skip
-        try:
-            return _time_engine(engine, full=full, long=long)
-        finally:
-            engine.close()
+    def load(path: Path):
+        return LlamaCppEngine.load(Artifact("probe", path, "llama.cpp", "probe"),
+                                   LoadOptions("gguf-file", context=2048, gpu_layers=0))  # fmt: skip
 
     workdir.mkdir(parents=True, exist_ok=True)
-    constants = {name: timed(write_probe_gguf(workdir / f"{name}.gguf", *SHAPES[name], "F32"), False, name == "tiny2")
-                 for name in ("tiny2", "tiny8")}  # fmt: skip
-    out: dict[str, Any] = {}
+    tiny = {name: write_probe_gguf(workdir / f"{name}.gguf", *SHAPES[name], "F32") for name in ("tiny2", "tiny8")}
     f16 = None
     paths = {}
     for tensor_type in types:
@@ -445,37 +478,35 @@ def measure_llamacpp_here(workdir: Path, types: tuple[str, ...] = LLAMA_TYPES) -
                 f16 = write_probe_gguf(workdir / "wide8-F16.gguf", *SHAPES["wide8"], "F16")
             quantize_here(f16, path, _FTYPE_FOR[tensor_type], pure=True)
         paths[tensor_type] = path
-    # NOTE: two rounds over the types, each figure the faster of the two: on a VM the host's other tenants slow
-    # every kernel for seconds at a time, and one round read the Q4_0 rate at 4.6e10 elements/s where the rounds
-    # before and after read 7.5e10 (the AMD EPYC VM, benchmarks/accuracy.py runs 11-13; the real model's decode
-    # did not move with it). The repeats within a round are seconds apart; the rounds are ~15 s apart.
-    wide: dict[str, dict[str, float]] = {}
-    # The deep model's step is timed in each round too, the faster kept: its cost per byte is a difference of two
-    # timings, so a burst from a neighbour lands in it magnified (one probe beside other work read 4.1e-11 s a
-    # byte where quiet ones read 2.8-3.0e-11, and priced the embedded Q4_1 decode 21% slow).
     deep = _deep_probe(workdir) if "Q4_0" in paths else None
-    deep_steps: list[float] = []
+    engines: dict[str, tuple[Any, bool, bool]] = {}
     try:
-        for _round in range(PROBE_ROUNDS):
-            for tensor_type, path in paths.items():
-                timing = timed(path, True)
-                best = wide.setdefault(tensor_type, timing)
-                for key, value in timing.items():
-                    best[key] = min(best[key], value)
-            if deep is not None:
-                deep_steps.append(timed(deep, False)["decode_s"])
+        for name, path in tiny.items():
+            engines[name] = (load(path), False, name == "tiny2")
+        for tensor_type, path in paths.items():
+            engines[tensor_type] = (load(path), True, False)
+        if deep is not None:
+            engines[_DEEP] = (load(deep), False, False)
+        timings = _time_engines(engines)
     finally:
+        for engine, _full, _long in engines.values():
+            engine.close()
         if deep is not None:
             deep.unlink(missing_ok=True)
-    for tensor_type, timing in wide.items():
-        costs = fit({**constants, "wide8": timing})
+    constants = {name: timings[name] for name in tiny}
+    out: dict[str, Any] = {}
+    for tensor_type in paths:
+        costs = fit({**constants, "wide8": timings[tensor_type]})
         if plausible(costs):
             out[tensor_type] = rounded(costs)
-    if "Q4_0" in out and deep_steps:
-        stream = _stream_per_byte(min(deep_steps), StepCosts.from_json(out["Q4_0"]))
+    if "Q4_0" in out and _DEEP in timings:
+        stream = _stream_per_byte(timings[_DEEP]["decode_s"], StepCosts.from_json(out["Q4_0"]))
         if stream is not None:
             out["stream"] = {"s_per_byte": float(f"{stream:.6g}"), "cache_resident_bytes": STREAM_PROBE_SMALL}
     return out
+
+
+_DEEP = "deep-Q4_0"
 
 
 # NOTE: llama.cpp's CPU kernels do not hide memory reads behind the arithmetic, and the probe's wide8 models (14-48
