@@ -217,7 +217,7 @@ def _time_round(engine, *, full: bool, long: bool = False) -> dict[str, float]:
 # on a shared host): timed as the fastest of 3 repeats a fraction of a second apart, six probes 3 s apart read
 # 0.22-0.62 ms a layer in bf16, and one in a fast moment priced every transformers decode 15-70% fast
 # (benchmarks/accuracy.py run 21; run 22 read bitsandbytes' 2.3x slow). Medians of 15 rounds spread over ~10 s read
-# 0.33-0.39 ms in five tries (NOTES.md, run 23). The median is also what bench reports, so the probe prices the
+# 0.33-0.39 ms in five tries (NOTES.md, stop 22). The median is also what bench reports, so the probe prices the
 # machine bench will measure, not its fastest moment.
 ROUNDS = 5
 
@@ -316,23 +316,24 @@ def _measure_kind(kind: str, device: str, tmp: Path) -> StepCosts:
 
     torch_dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
     engines = {}
-    for name, (layers, hidden, inter) in {**SHAPES, "wide2k": WIDE2K}.items():
-        heads, kv, _hd = heads_of(hidden)
-        config = LlamaConfig(vocab_size=VOCAB, hidden_size=hidden, intermediate_size=inter, num_hidden_layers=layers,
-                             num_attention_heads=heads, num_key_value_heads=kv, max_position_embeddings=4096,
-                             tie_word_embeddings=True, bos_token_id=0, eos_token_id=None, pad_token_id=0)  # fmt: skip
-        torch.manual_seed(0)
-        with quiet():
-            if kind in BNB_PRECISIONS:
-                model = _bnb_model(LlamaForCausalLM(config).to(torch.bfloat16), kind, tmp / name)
-            else:
-                model = LlamaForCausalLM(config).to(torch_dtypes[kind]).to(device).eval()
-        engine = TransformersEngine(
-            model, _NoTokenizer(), artifact=Artifact("probe", Path("."), "transformers", "probe"),
-            options=LoadOptions(BNB_PRECISIONS.get(kind, kind)), load_seconds=0.0,
-        )  # fmt: skip
-        engines[name] = (engine, name == "wide8", name == "tiny2")
-    try:
+    try:  # models built before a failing one are closed too
+        for name, (layers, hidden, inter) in {**SHAPES, "wide2k": WIDE2K}.items():
+            heads, kv, _hd = heads_of(hidden)
+            config = LlamaConfig(vocab_size=VOCAB, hidden_size=hidden, intermediate_size=inter,
+                                 num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv,
+                                 max_position_embeddings=4096, tie_word_embeddings=True, bos_token_id=0,
+                                 eos_token_id=None, pad_token_id=0)  # fmt: skip
+            torch.manual_seed(0)
+            with quiet():
+                if kind in BNB_PRECISIONS:
+                    model = _bnb_model(LlamaForCausalLM(config).to(torch.bfloat16), kind, tmp / name)
+                else:
+                    model = LlamaForCausalLM(config).to(torch_dtypes[kind]).to(device).eval()
+            engine = TransformersEngine(
+                model, _NoTokenizer(), artifact=Artifact("probe", Path("."), "transformers", "probe"),
+                options=LoadOptions(BNB_PRECISIONS.get(kind, kind)), load_seconds=0.0,
+            )  # fmt: skip
+            engines[name] = (engine, name == "wide8", name == "tiny2")
         samples = _time_engines(engines)
     finally:
         for engine, _full, _long in engines.values():

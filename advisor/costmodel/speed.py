@@ -881,7 +881,7 @@ def _measured_prefill(
     # NOTE: on a CPU a prompt pass pays reading its weights on top of its arithmetic, not overlapped with it: the
     # probe's 512-wide bf16 Llama, built at 8 and at 30 layers, took 13.9 and 45.1 ms for a 16-token prompt on the
     # AMD EPYC VM (1.42 ms a layer), where its measured arithmetic (0.34 ms), per-layer constant (0.57) and reading
-    # 6 MB at the probe's 10 GB/s (0.6) sum to 1.5 and their larger part to 0.9 (NOTES.md, run 23). A GPU's kernels
+    # 6 MB at the probe's 10 GB/s (0.6) sum to 1.5 and their larger part to 0.9 (NOTES.md, stop 22). A GPU's kernels
     # overlap the two.
     t = passes * pass_s + (compute + stream if dev.kind == "cpu" else max(compute, stream))
     return t, {"passes": passes, "pass_s": pass_s, "compute_s": compute, "stream_s": stream, "measured_costs": True}
@@ -993,7 +993,7 @@ def first_token_seconds(step: float, basis: dict) -> float:
     reads the weights a second time. That second reading had priced the embedded model's 32-token TTFT 15-68% slow
     in fp32, bf16 and the bitsandbytes formats (benchmarks/accuracy.py runs 13-24); without it, runs 16 and 23 (whose
     decode estimates were within target) put 17 of 18 transformers TTFTs within 25%, against 16 and 15 before
-    (NOTES.md, run 24). Elsewhere (table defaults, offloaded layers) the whole step is kept."""
+    (NOTES.md, stop 22). Elsewhere (table defaults, offloaded layers) the whole step is kept."""
     devices = (basis or {}).get("devices") or {}
     if not devices or not all(d.get("measured_costs") for d in devices.values()):
         return step
