@@ -509,12 +509,15 @@ def run_bench(
     progress: Callable[[str], None] = lambda msg: None,
     on_row: Callable[[BenchRow], None] = lambda row: None,
     isolate: bool = True,
+    spec: ModelSpec | None = None,
 ) -> BenchReport:
     """Bench `model` (None: the embedded model) in each precision (None: the recommended option, whatever its
-    runtime; 'all': every option that fits, in both runtimes)."""
+    runtime; 'all': every option that fits, in both runtimes). `spec`: the model's spec when the caller resolved
+    it already (the CLI does, before probing the hardware)."""
     bench = plan or Plan()
     progress("reading the model")
-    spec = session.resolve_model(model, revision=revision, trust_remote_code=trust_remote_code)
+    if spec is None:
+        spec = session.resolve_model(model, revision=revision, trust_remote_code=trust_remote_code)
     warnings: list[str] = []
     calibration = C.load_for(hw, warnings=warnings)
     rec = session.recommend_for_run(

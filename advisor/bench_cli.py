@@ -86,7 +86,7 @@ def bench(
     as_json,
 ) -> None:
     """Load MODEL (default: the embedded SmolLM2-135M-Instruct), measure it, and compare with the estimate."""
-    from advisor import hardware, render
+    from advisor import hardware, render, session
     from advisor.bench import Plan, run_bench
     from advisor.render import styled
 
@@ -98,6 +98,8 @@ def bench(
         repeats=repeats,
     )
     memory = _parse_max_memory(max_memory) if max_memory else None
+    # the model first: a misspelled id or a missing file is told at once, not after a first run's hardware probe
+    spec = session.resolve_model(model, revision=revision, trust_remote_code=trust_remote_code)
     hw = hardware.load_or_probe()
     status = err.status("starting") if err.is_terminal and not as_json else None
     if status:
@@ -136,6 +138,7 @@ def bench(
             allow_pickle=allow_pickle,
             progress=progress,
             on_row=on_row,
+            spec=spec,
         )
     finally:
         if status:

@@ -21,9 +21,12 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from advisor.errors import AdvisorError, UsageError
+
+if TYPE_CHECKING:
+    from advisor.spec import ModelSpec
 
 PROMPT = ">>> "
 ROLES = ("system", "user", "assistant")
@@ -652,13 +655,16 @@ def start(
     revision: str | None = None,
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
+    spec: ModelSpec | None = None,
 ) -> Started:
     """Load `model` (None: the embedded SmolLM2) in the option `recommend` picks for `hw` (either runtime), or in
-    `precision` / `runtime`; and the assistant, when asked. One path with bench: advisor.session."""
+    `precision` / `runtime`; and the assistant, when asked. One path with bench: advisor.session. `spec`: the
+    model's spec when the caller resolved it already."""
     from advisor import calibration as C
     from advisor import session
 
-    spec = session.resolve_model(model, revision=revision, trust_remote_code=trust_remote_code)
+    if spec is None:
+        spec = session.resolve_model(model, revision=revision, trust_remote_code=trust_remote_code)
     calibration = C.load_for(hw)
     plan_context = max_context or min(CHAT_CONTEXT, spec.max_context or CHAT_CONTEXT)
     if spec.max_context and plan_context > spec.max_context:

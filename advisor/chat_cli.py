@@ -96,7 +96,7 @@ def chat(
     With -m, or with a message piped to stdin, it answers once and exits.
     """
     from advisor import chat as C
-    from advisor import hardware
+    from advisor import hardware, session
     from advisor.errors import UsageError
 
     stdin, out, err = sys.stdin, sys.stdout, sys.stderr
@@ -115,8 +115,11 @@ def chat(
 
         memory = _parse_max_memory(max_memory)
 
+    # the model first: a misspelled id or a missing file is told at once, not after a first run's hardware probe
+    spec = session.resolve_model(model, revision=revision, trust_remote_code=trust_remote_code)
     started = C.start(
         model,
+        spec=spec,
         hw=hardware.load_or_probe(),
         precision=precision,
         runtime=runtime,

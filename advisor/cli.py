@@ -246,6 +246,11 @@ def recommend(
     from advisor.sources import resolve
 
     out, err = _consoles()
+    # the model first: a misspelled id or a missing file is told at once, not after a first run's hardware probe
+    spec = None
+    if model is not None and not cached:
+        spec = resolve(model, revision=revision, trust_remote_code=trust_remote_code)
+    draft = resolve(assistant, trust_remote_code=trust_remote_code) if spec is not None and assistant else None
     hw = _hardware(device, memory_gb, bandwidth_gbps, fit=fit)
     calib = _calibration(hw)
     wanted = None if not precisions or "all" in precisions else list(precisions)
@@ -275,7 +280,6 @@ def recommend(
         what = f"best for {use}" + (f" in {lang}" if lang else "")
         title = f"Catalog models this hardware runs at {min_tok_s:g} tok/s or more, {what}"
         return render.print_ranking(rows, out, as_json=as_json, title=title)
-    spec = resolve(model, revision=revision, trust_remote_code=trust_remote_code)
     rec = do_recommend(spec, hw, precisions=wanted, **kwargs)
     extra: dict[str, Any] = {}
     if assistant:
@@ -283,7 +287,7 @@ def recommend(
 
         extra["assisted"] = price_assistant(
             rec,
-            resolve(assistant, trust_remote_code=trust_remote_code),
+            draft,
             hw,
             calibration=calib,
             context=context,

@@ -236,3 +236,54 @@ def test_min_tok_s_changes_pick():
     assert relaxed["recommended"]["precision"] in ("fp32", "bf16")
     assert strict["recommended"]["quality_rank"] < relaxed["recommended"]["quality_rank"]
     assert strict["recommended"]["decode_tok_s"] >= 15 or "no option reaches" in strict["reason"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["recommend", "./no-such-model.gguf"],
+        ["bench", "./no-such-model.gguf"],
+        ["chat", "./no-such-model.gguf", "-m", "hi"],
+        ["recommend", "8xB", "--assistant", "8B"],
+        ["recommend", "8B", "--assistant", "./no-such-draft.gguf"],
+    ],
+    ids=["recommend", "bench", "chat", "recommend-label", "recommend-assistant"],
+)
+def test_a_bad_model_is_told_before_the_hardware_is_probed(args, monkeypatch, capsys):
+    """On a fresh cache the first command probes the machine for a minute or two: a misspelled model must be told
+    at once, not after that."""
+    from advisor import hardware
+
+    def no_probe(*_a, **_k):
+        raise AssertionError("the hardware was probed before the model was read")
+
+    monkeypatch.setattr(hardware, "load_or_probe", no_probe)
+    with pytest.raises(SystemExit) as stop:
+        main(args)
+    err = capsys.readouterr().err
+    assert stop.value.code in (1, 2) and "probed" not in err, err
+    assert err.startswith("advisor: ") and ("no-such" in err or "8xB" in err), err
+
+
+@pytest.mark.parametrize(
+    ("typed", "meant"),
+    [
+        ("meta-llama/Llama-3.1-8b-instrct", "meta-llama/Llama-3.1-8B-Instruct"),  # Hub form, offline
+        ("Llama-3.1-8B-Instrct", "meta-llama/Llama-3.1-8B-Instruct"),  # no organisation
+        ("mistralai/Mixtral-8x7B-Instruct-v0.2", "mistralai/Mixtral-8x7B-Instruct-v0.1"),
+    ],
+)
+def test_a_misspelled_model_gets_the_catalog_id_it_resembles(typed, meant):
+    proc = run_main("recommend", typed, env={"HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    line = proc.stderr.strip()
+    assert len(line.splitlines()) == 1 and typed in line
+    # the one it resembles, not its whole family (70B, 405B)
+    assert line.endswith(f"Did you mean '{meant}'?"), line
+
+
+def test_an_unlike_name_gets_no_suggestion():
+    from advisor.sources import catalog
+
+    assert catalog.close_ids("no-such-org/no-such-model-xyz") == []
+    assert catalog.close_ids("foo/bar") == []

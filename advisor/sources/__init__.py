@@ -73,8 +73,10 @@ def resolve(model: str, *, revision: str | None = None, trust_remote_code: bool 
         except NetworkError as exc:
             fallback = catalog.spec_from_catalog(text)
             if fallback is None:
-                raise
+                raise _suggesting(exc, text) from None
             return _checked(fallback.with_warnings(f"{exc} Answered from the offline catalog instead."))
+        except ModelNotFoundError as exc:
+            raise _suggesting(exc, text) from None
 
     try:
         return spec_from_label(text)
@@ -84,10 +86,25 @@ def resolve(model: str, *, revision: str | None = None, trust_remote_code: bool 
                 f"'{safe(text, 120)}' is not an existing path, a catalog model or a Hub id of the form org/name: "
                 "check it."
             ) from None
-        raise ModelNotFoundError(
-            f"Unknown model '{safe(text, 120)}': not a size label (like 8B or 8x7B), not in the offline catalog "
-            "(see `advisor catalog`), and not a Hub id of the form org/name."
+        raise _suggesting(
+            ModelNotFoundError(
+                f"Unknown model '{safe(text, 120)}': not a size label (like 8B or 8x7B), not in the offline catalog "
+                "(see `advisor catalog`), and not a Hub id of the form org/name."
+            ),
+            text,
         ) from None
+
+
+def _suggesting(exc: Exception, text: str) -> Exception:
+    """`exc`, its message ending with the catalog ids spelled like `text` when there are any (the same class, so
+    the exit code stays)."""
+    from advisor.sources import catalog
+
+    close = catalog.close_ids(text)
+    if not close:
+        return exc
+    names = " or ".join(f"'{c}'" for c in close)
+    return type(exc)(f"{exc} Did you mean {names}?")
 
 
 def _checked(spec: ModelSpec) -> ModelSpec:

@@ -100,6 +100,25 @@ def find(model_id: str) -> str | None:
     return bare[0] if len(bare) == 1 else None
 
 
+def close_ids(model_id: str, n: int = 3) -> list[str]:
+    """Catalog ids spelled like `model_id` (a typo, another case, a missing organisation), closest first."""
+    import difflib
+
+    catalog = _load()
+    by_lower: dict[str, str] = {}
+    for key in catalog:
+        by_lower.setdefault(key.lower(), key)
+        by_lower.setdefault(key.lower().split("/")[-1], key)
+    wanted = model_id.lower().strip().strip("/")
+    scored = sorted(((difflib.SequenceMatcher(None, wanted, k).ratio(), k) for k in by_lower), reverse=True)
+    if not scored or scored[0][0] < 0.8:
+        return []
+    best = scored[0][0]
+    # only the names about as close as the best one: a typo of one model, not its whole family
+    found = [by_lower[k] for ratio, k in scored if ratio >= best - 0.02]
+    return list(dict.fromkeys(found))[:n]
+
+
 def spec_from_catalog(model_id: str) -> ModelSpec | None:
     """The precomputed spec of a catalog model, or None when the id is not in the catalog."""
     key = find(model_id)
