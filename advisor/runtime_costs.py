@@ -26,6 +26,7 @@ The figures go into the hardware profile (`details["runtime_costs"]`), measured 
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +89,7 @@ def kv_elements(layers: int, hidden: int, depth: int) -> int:
     return 2 * layers * heads * hd * depth
 
 
-def fit(samples: dict[str, dict[str, float]]) -> StepCosts:
+def fit(samples: dict[str, dict[str, float]], shared: StepCosts | None = None) -> StepCosts:
     """StepCosts from per-shape timings: {shape: {"decode_s", "decode_long_s", "prefill_short_s",
     "prefill_long_s", "prefill_longest_s"}} (seconds per decode step at the short and long depth, seconds of the
     prefills at PREFILL_SHORT/LONG/LONGEST tokens; the longest optional), with a "wide2k" shape where the cost per
@@ -97,7 +98,11 @@ def fit(samples: dict[str, dict[str, float]]) -> StepCosts:
     A deeper cache costs twice over: per cached token whatever the model's width (the causal mask and positions
     are built once a step, for all layers) and per cached K/V element (reading it, and the cache's own copies).
     The narrow tiny2 and the wide8 timed at both depths separate the two: on a 2-layer, 64-wide model nearly all
-    of the depth cost is the per-token part, which a per-element rate would have spread over 8x fewer elements."""
+    of the depth cost is the per-token part, which a per-element rate would have spread over 8x fewer elements.
+
+    `shared`: costs that do not depend on the weights (llama.cpp's attention over the cache and in the prompt, the
+    same kernels on the same F16 cache whatever the tensor type), for a wide8 timed without the long depth or the
+    longest prompt."""
     l2 = SHAPES["tiny2"][0]
     l8 = SHAPES["tiny8"][0]
     lw, hw, iw = SHAPES["wide8"]
@@ -114,11 +119,15 @@ def fit(samples: dict[str, dict[str, float]]) -> StepCosts:
             per_token, per_layer, per_row, stream_rate = split
             weights_s = tw - per_token - lw * per_layer
             rate = elements / weights_s if weights_s > 0 else rate
-    long = samples["wide8"]["decode_long_s"]
+    long = samples["wide8"].get("decode_long_s")
     extra = kv_elements(lw, hw, DEPTH_LONG) - kv_elements(lw, hw, DEPTH_SHORT)
     depth = DEPTH_LONG - DEPTH_SHORT
     per_token_depth = 0.0
-    if "decode_long_s" in samples["tiny2"]:
+    if long is None:
+        if shared is None:
+            raise ValueError("wide8 was timed without the long depth and no shared attention cost was given")
+        context, per_token_depth = shared.context_s_per_element, shared.context_s_per_token
+    elif "decode_long_s" in samples["tiny2"]:
         h2 = SHAPES["tiny2"][1]
         extra2 = kv_elements(l2, h2, DEPTH_LONG) - kv_elements(l2, h2, DEPTH_SHORT)
         d_wide, d_tiny = max(long - tw, 0.0), max(samples["tiny2"]["decode_long_s"] - t2, 0.0)
@@ -140,6 +149,18 @@ def fit(samples: dict[str, dict[str, float]]) -> StepCosts:
         if square is not None:
             pass_s, per_token_prefill, per_square = square
             attention = per_square / (lw * hw)  # per layer, attention width (heads x head dim = hidden) and token^2
+    elif shared is not None and shared.prefill_attention_s > 0:
+        # the shared square taken out of both prompts, the line through what is left
+        attention = shared.prefill_attention_s
+        per_square = attention * lw * hw
+        q_short = p_short - per_square * PREFILL_SHORT**2
+        q_long = p_long - per_square * PREFILL_LONG**2
+        linear = (q_long - q_short) / (PREFILL_LONG - PREFILL_SHORT)
+        if linear > 0:
+            per_token_prefill = linear
+            pass_s = max(q_short - PREFILL_SHORT * linear, 0.0)
+        else:
+            attention = 0.0
     prefill_rate = matmul_elements(lw, hw, iw) / per_token_prefill
     return StepCosts(per_token, per_layer, rate, context, pass_s, prefill_rate, per_token_depth, per_row, stream_rate,
                      attention)  # fmt: skip
@@ -185,17 +206,28 @@ def rounded(costs: StepCosts) -> dict[str, float]:
     return {k: float(f"{v:.6g}") for k, v in costs.to_json().items()}
 
 
-def _warm(engine, *, full: bool) -> None:
+# What a probe model is timed for, beyond the decode step at the short depth.
+DECODE_LONG = "decode_long"  # a decode step at the long depth (attention over the cache)
+PREFILLS = "prefills"  # prompts of PREFILL_SHORT and PREFILL_LONG tokens (the pass and its rate per token)
+PREFILL_SQUARE = "prefill_longest"  # a prompt of PREFILL_LONGEST tokens too (attention's square in the prompt)
+FULL = (DECODE_LONG, PREFILLS, PREFILL_SQUARE)
+
+
+def _warm(engine, figures: tuple[str, ...] = ()) -> None:
     """One untimed run of what a round times (first calls allocate, compile and fill caches)."""
     engine.generate([5] * DEPTH_SHORT, max_new_tokens=4, exact_length=True)
-    if full:
-        for n in (PREFILL_SHORT, PREFILL_LONG, PREFILL_LONGEST):
-            engine.generate([5] * n, max_new_tokens=1, exact_length=True)
+    for n in _prefill_lengths(figures):
+        engine.generate([5] * n, max_new_tokens=1, exact_length=True)
 
 
-def _time_round(engine, *, full: bool, long: bool = False) -> dict[str, float]:
-    """One sample of each figure: seconds per decode step at the short depth; with `long` or `full`, also at the
-    long depth, and with `full` the three prefills (only the wide model needs those)."""
+def _prefill_lengths(figures: tuple[str, ...]) -> tuple[int, ...]:
+    lengths = (PREFILL_SHORT, PREFILL_LONG) if PREFILLS in figures else ()
+    return lengths + ((PREFILL_LONGEST,) if PREFILL_SQUARE in figures else ())
+
+
+def _time_round(engine, figures: tuple[str, ...] = ()) -> dict[str, float]:
+    """One sample of each figure: seconds per decode step at the short depth, and those `figures` name: a step at
+    the long depth, the prefills."""
 
     def step(prompt: list[int]) -> float:
         return 1.0 / engine.generate(prompt, max_new_tokens=DECODE_TOKENS, exact_length=True).decode_tok_s
@@ -204,11 +236,11 @@ def _time_round(engine, *, full: bool, long: bool = False) -> dict[str, float]:
         return engine.generate([5] * n, max_new_tokens=1, exact_length=True).ttft_s
 
     out = {"decode_s": step([5] * DEPTH_SHORT)}
-    if long or full:
+    if DECODE_LONG in figures:
         out["decode_long_s"] = step([5] * DEPTH_LONG)
-    if full:
-        out.update(prefill_short_s=prefill(PREFILL_SHORT), prefill_long_s=prefill(PREFILL_LONG),
-                   prefill_longest_s=prefill(PREFILL_LONGEST))  # fmt: skip
+    names = {PREFILL_SHORT: "prefill_short_s", PREFILL_LONG: "prefill_long_s", PREFILL_LONGEST: "prefill_longest_s"}
+    for n in _prefill_lengths(figures):
+        out[names[n]] = prefill(n)
     return out
 
 
@@ -222,20 +254,20 @@ def _time_round(engine, *, full: bool, long: bool = False) -> dict[str, float]:
 ROUNDS = 5
 
 
-def _time_engines(engines: dict[str, tuple[Any, bool, bool]], rounds: int = ROUNDS) -> dict[str, dict[str, float]]:
-    """{name: figures} of engines given as {name: (engine, full, long)}, each figure the median of `rounds`
-    samples; the engines take turns within every round, starting one later each round, so a slow moment of the
-    host lands on all of them instead of on one model's figures."""
+def _time_engines(engines: dict[str, tuple[Any, tuple[str, ...]]], rounds: int = ROUNDS) -> dict[str, dict[str, float]]:
+    """{name: figures} of engines given as {name: (engine, what to time beyond the short decode step)}, each figure
+    the median of `rounds` samples; the engines take turns within every round, starting one later each round, so a
+    slow moment of the host lands on all of them instead of on one model's figures."""
     import statistics
 
-    for engine, full, _long in engines.values():
-        _warm(engine, full=full)
+    for engine, figures in engines.values():
+        _warm(engine, figures)
     names = list(engines)
     samples: dict[str, list[dict[str, float]]] = {name: [] for name in names}
     for r in range(rounds):
         for name in names[r % len(names) :] + names[: r % len(names)]:
-            engine, full, long = engines[name]
-            samples[name].append(_time_round(engine, full=full, long=long))
+            engine, figures = engines[name]
+            samples[name].append(_time_round(engine, figures))
     return {name: {key: statistics.median(s[key] for s in rows) for key in rows[0]} for name, rows in samples.items()}
 
 
@@ -333,10 +365,10 @@ def _measure_kind(kind: str, device: str, tmp: Path) -> StepCosts:
                 model, _NoTokenizer(), artifact=Artifact("probe", Path("."), "transformers", "probe"),
                 options=LoadOptions(BNB_PRECISIONS.get(kind, kind)), load_seconds=0.0,
             )  # fmt: skip
-            engines[name] = (engine, name == "wide8", name == "tiny2")
+            engines[name] = (engine, FULL if name == "wide8" else (DECODE_LONG,) if name == "tiny2" else ())
         samples = _time_engines(engines)
     finally:
-        for engine, _full, _long in engines.values():
+        for engine, _figures in engines.values():
             engine.close()
     return fit(samples)
 
@@ -480,24 +512,29 @@ def measure_llamacpp_here(workdir: Path, types: tuple[str, ...] = LLAMA_TYPES) -
             quantize_here(f16, path, _FTYPE_FOR[tensor_type], pure=True)
         paths[tensor_type] = path
     deep = _deep_probe(workdir) if "Q4_0" in paths else None
-    engines: dict[str, tuple[Any, bool, bool]] = {}
+    engines: dict[str, tuple[Any, tuple[str, ...]]] = {}
+    attention_types = [t for t in types if t in LLAMA_ATTENTION_TYPES] or list(types[:1])
     try:
         for name, path in tiny.items():
-            engines[name] = (load(path), False, name == "tiny2")
+            engines[name] = (load(path), (DECODE_LONG,) if name == "tiny2" else ())
         for tensor_type, path in paths.items():
-            engines[tensor_type] = (load(path), True, False)
+            engines[tensor_type] = (load(path), FULL if tensor_type in attention_types else (PREFILLS,))
         if deep is not None:
-            engines[_DEEP] = (load(deep), False, False)
+            engines[_DEEP] = (load(deep), ())
         timings = _time_engines(engines)
     finally:
-        for engine, _full, _long in engines.values():
+        for engine, _figures in engines.values():
             engine.close()
         if deep is not None:
             deep.unlink(missing_ok=True)
     constants = {name: timings[name] for name in tiny}
+    full = {t: fit({**constants, "wide8": timings[t]}) for t in attention_types}
+    shared = _shared_attention([c for c in full.values() if plausible(c)])
     out: dict[str, Any] = {}
     for tensor_type in paths:
-        costs = fit({**constants, "wide8": timings[tensor_type]})
+        if tensor_type not in full and shared is None:
+            continue  # no attention cost to share: the type borrows its kernel class's costs (costmodel.speed)
+        costs = full.get(tensor_type) or fit({**constants, "wide8": timings[tensor_type]}, shared)
         if plausible(costs):
             out[tensor_type] = rounded(costs)
     if "Q4_0" in out and _DEEP in timings:
@@ -508,6 +545,30 @@ def measure_llamacpp_here(workdir: Path, types: tuple[str, ...] = LLAMA_TYPES) -
 
 
 _DEEP = "deep-Q4_0"
+
+
+# NOTE: llama.cpp's attention does not depend on the weights' tensor type: the same kernels read the same F16 cache
+# (its default type) and multiply the prompt's queries and keys in F32 whatever the matrices hold, and the speed
+# model already prices the cache with one figure for every type (the median: costmodel.speed
+# _llama_context_per_element). So only these types are timed at the long depth and the longest prompt, the rest
+# take the median of theirs: the 1,024-token prompt and the 512-token one were ~60% of the llama.cpp probe (39 of
+# 51 s in its timing rounds on the 2-vCPU AMD EPYC VM, NOTES.md, stop 23). One of each kernel family: F16's plain
+# dot product, Q8_0, and Q4_0 (repacked for AVX2/AVX-512).
+LLAMA_ATTENTION_TYPES = ("F16", "Q8_0", "Q4_0")
+
+
+def _shared_attention(fits: list[StepCosts]) -> StepCosts | None:
+    """The attention costs of the types timed for them, each figure their median; None when none was plausible."""
+    import statistics
+
+    if not fits:
+        return None
+    return dataclasses.replace(
+        fits[0],
+        context_s_per_element=statistics.median(c.context_s_per_element for c in fits),
+        context_s_per_token=statistics.median(c.context_s_per_token for c in fits),
+        prefill_attention_s=statistics.median(c.prefill_attention_s for c in fits),
+    )
 
 
 # NOTE: llama.cpp's CPU kernels do not hide memory reads behind the arithmetic, and the probe's wide8 models (14-48

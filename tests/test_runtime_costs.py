@@ -370,7 +370,7 @@ def test_a_burst_in_one_round_moves_no_figure_of_the_llama_cpp_probe(tmp_path, m
         def close(self):
             self.closed = True
 
-    def fake_round(engine, *, full, long=False):
+    def fake_round(engine, figures=()):
         name = engine.path.stem
         n = calls[name] = calls.get(name, 0) + 1
         if name.startswith("deep"):
@@ -393,6 +393,68 @@ def test_a_burst_in_one_round_moves_no_figure_of_the_llama_cpp_probe(tmp_path, m
     assert not list(tmp_path.glob("deep*"))  # the 109 MB model does not stay behind
 
 
+def test_llama_cpp_types_share_the_attention_three_types_measured(tmp_path, monkeypatch):
+    # Attention reads the same F16 cache whatever the weights' type: only F16, Q8_0 and Q4_0 are timed at the long
+    # depth and the longest prompt, every other type takes the median of theirs and keeps its own weight rate, pass
+    # and prompt rate, recovered exactly from a machine that obeys them.
+    from advisor.engines import llamacpp
+
+    attention = {"F16": (1.0e-10, 1.0e-11), "Q8_0": (1.2e-10, 1.4e-11), "Q4_0": (1.6e-10, 1.2e-11)}
+    base = dataclasses.replace(Q4, context_s_per_token=0.0)
+    machines = {t: timings(dataclasses.replace(base, context_s_per_element=c, prefill_attention_s=a))
+                for t, (c, a) in attention.items()}  # fmt: skip
+    own = dataclasses.replace(base, elements_per_s=2.2e10, prefill_pass_s=3e-3, prefill_elements_per_s=4e10,
+                              context_s_per_element=1.2e-10, prefill_attention_s=1.2e-11)  # fmt: skip
+    machines["Q4_1"] = timings(own)
+    asked: dict[str, set] = {}
+
+    class Fake:
+        def __init__(self, path):
+            self.path = path
+
+        def generate(self, prompt, max_new_tokens, exact_length):
+            return None
+
+        def close(self):
+            pass
+
+    def fake_round(engine, figures=()):
+        name = engine.path.stem
+        asked.setdefault(name, set()).update(figures)
+        if name.startswith("deep"):
+            return {"decode_s": 1.0}
+        kind = name.split("-")[1] if name.startswith("wide8") else "Q4_0"
+        timing = machines[kind]["wide8" if name.startswith("wide8") else name]
+        keep = {"decode_s"} | {"decode_long_s" for _ in figures if R.DECODE_LONG in figures}
+        if R.PREFILLS in figures:
+            keep |= {"prefill_short_s", "prefill_long_s"}
+        if R.PREFILL_SQUARE in figures:
+            keep.add("prefill_longest_s")
+        return {k: v for k, v in timing.items() if k in keep}
+
+    monkeypatch.setattr(
+        llamacpp.LlamaCppEngine, "load", classmethod(lambda cls, artifact, options: Fake(artifact.path))
+    )
+    monkeypatch.setattr(R, "_time_round", fake_round)
+    out = R.measure_llamacpp_here(tmp_path, types=("F16", "Q8_0", "Q4_0", "Q4_1"))
+    assert asked["wide8-Q4_1"] == {R.PREFILLS}  # neither the 1,024-deep step nor the 512-token prompt
+    assert all(asked[f"wide8-{t}"] == set(R.FULL) for t in attention)
+    q41 = StepCosts.from_json(out["Q4_1"])
+    measured = [StepCosts.from_json(out[t]) for t in attention]
+    middle = sorted(measured, key=lambda c: c.context_s_per_element)[1]
+    assert q41.context_s_per_element == pytest.approx(middle.context_s_per_element, rel=1e-4)
+    assert q41.prefill_attention_s == pytest.approx(1.2e-11, rel=1e-4)  # the median of 1.0, 1.4 and 1.2e-11
+    # its own figures: those the fit reads from every figure timed (the attention shared is its own here)
+    whole = R.fit({"tiny2": machines["Q4_0"]["tiny2"], "tiny8": machines["Q4_0"]["tiny8"],
+                   "wide8": machines["Q4_1"]["wide8"]})  # fmt: skip
+    for figure in ("elements_per_s", "prefill_pass_s", "prefill_elements_per_s"):
+        assert getattr(q41, figure) == pytest.approx(getattr(whole, figure), rel=1e-4), figure
+    assert whole.prefill_pass_s == pytest.approx(own.prefill_pass_s, rel=1e-4)
+    tiny = {"tiny2": machines["Q4_0"]["tiny2"], "tiny8": machines["Q4_0"]["tiny8"]}
+    assert out["F16"] == R.rounded(R.fit({**tiny, "wide8": machines["F16"]["wide8"]}))  # timed: its own figures
+    assert out["F16"]["context_s_per_element"] < q41.context_s_per_element
+
+
 def test_the_probe_models_take_turns_and_each_figure_is_the_median_of_its_rounds(monkeypatch):
     # A slow moment of the host lands on whichever model runs then: with the models taking turns (a different one
     # first each round) and medians over the rounds, one slow round moves no figure.
@@ -405,13 +467,13 @@ def test_the_probe_models_take_turns_and_each_figure_is_the_median_of_its_rounds
         def generate(self, prompt, max_new_tokens, exact_length):
             return None
 
-    def fake_round(engine, *, full, long=False):
+    def fake_round(engine, figures=()):
         order.append(engine.name)
         slow = 3.0 if len(order) in (2, 3) else 1.0  # a burst over the second and third timings
         return {"decode_s": slow * {"a": 1.0, "b": 2.0, "c": 5.0}[engine.name]}
 
     monkeypatch.setattr(R, "_time_round", fake_round)
-    out = R._time_engines({n: (Fake(n), False, False) for n in "abc"}, rounds=5)
+    out = R._time_engines({n: (Fake(n), ()) for n in "abc"}, rounds=5)
     assert out == {"a": {"decode_s": 1.0}, "b": {"decode_s": 2.0}, "c": {"decode_s": 5.0}}
     firsts = order[::3]
     assert firsts == ["a", "b", "c", "a", "b"]  # a different model opens each round
