@@ -656,10 +656,11 @@ def start(
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
     spec: ModelSpec | None = None,
+    draft_spec: ModelSpec | None = None,
 ) -> Started:
     """Load `model` (None: the embedded SmolLM2) in the option `recommend` picks for `hw` (either runtime), or in
     `precision` / `runtime`; and the assistant, when asked. One path with bench: advisor.session. `spec`: the
-    model's spec when the caller resolved it already."""
+    model's spec when the caller resolved it already; `draft_spec`: the assistant's."""
     from advisor import calibration as C
     from advisor import session
 
@@ -711,7 +712,7 @@ def start(
         if assistant:
             lines.append(_attach_assistant(engine, assistant, rec, plan, estimates, hw, calibration, options,
                                            revision=revision, allow_pickle=allow_pickle,
-                                           trust_remote_code=trust_remote_code))  # fmt: skip
+                                           trust_remote_code=trust_remote_code, draft_spec=draft_spec))  # fmt: skip
         if seed is not None:
             engine.set_seed(seed)
     except BaseException:
@@ -721,14 +722,15 @@ def start(
 
 
 def _attach_assistant(engine, assistant, rec, plan, estimates, hw, calibration, options, *, revision, allow_pickle,
-                      trust_remote_code) -> str:  # fmt: skip
+                      trust_remote_code, draft_spec=None) -> str:  # fmt: skip
     """Load the draft model beside `engine` for assisted generation; the line that says what to expect."""
     import dataclasses
 
     from advisor import session
     from advisor.ranking import price_assistant
 
-    draft_spec = session.resolve_model(assistant, trust_remote_code=trust_remote_code)
+    if draft_spec is None:
+        draft_spec = session.resolve_model(assistant, trust_remote_code=trust_remote_code)
     priced = price_assistant(
         dataclasses.replace(rec, recommended=plan.option), draft_spec, hw, calibration=calibration,
         context=plan.context,

@@ -117,9 +117,11 @@ def chat(
 
     # the model first: a misspelled id or a missing file is told at once, not after a first run's hardware probe
     spec = session.resolve_model(model, revision=revision, trust_remote_code=trust_remote_code)
+    draft = session.resolve_model(assistant, trust_remote_code=trust_remote_code) if assistant else None
     started = C.start(
         model,
         spec=spec,
+        draft_spec=draft,
         hw=hardware.load_or_probe(),
         precision=precision,
         runtime=runtime,

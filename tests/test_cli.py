@@ -246,8 +246,9 @@ def test_min_tok_s_changes_pick():
         ["chat", "./no-such-model.gguf", "-m", "hi"],
         ["recommend", "8xB", "--assistant", "8B"],
         ["recommend", "8B", "--assistant", "./no-such-draft.gguf"],
+        ["chat", "--assistant", "./no-such-draft.gguf", "-m", "hi"],
     ],
-    ids=["recommend", "bench", "chat", "recommend-label", "recommend-assistant"],
+    ids=["recommend", "bench", "chat", "recommend-label", "recommend-assistant", "chat-assistant"],
 )
 def test_a_bad_model_is_told_before_the_hardware_is_probed(args, monkeypatch, capsys):
     """On a fresh cache the first command probes the machine for a minute or two: a misspelled model must be told

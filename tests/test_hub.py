@@ -418,3 +418,26 @@ def test_gguf_errors(hub_server):
     hub_server.stop()
     with pytest.raises(NetworkError):
         gguf_specs_from_hub("nobody/nothing")
+
+
+@pytest.mark.parametrize("private", [False, True], ids=["404", "401-without-token"])
+def test_a_typo_on_the_hub_names_the_catalog_id_it_resembles(hub_server, private):
+    # The Hub answers 404 for a repository that does not exist, and 401 without a token (it does not say whether a
+    # private one exists): both get the catalog id the typo resembles, and keep their error class.
+    from advisor.sources import resolve
+
+    typo = "meta-llama/Llama-3.1-8b-instrct"
+    if private:
+        _small_repo(hub_server, typo, private=True, tokens={SECRET})
+    with pytest.raises(GatedModelError if private else ModelNotFoundError) as err:
+        resolve(typo)
+    assert _one_line(err.value, typo).endswith("Did you mean 'meta-llama/Llama-3.1-8B-Instruct'?")
+
+
+def test_no_suggestion_repeats_what_was_typed(hub_server):
+    from advisor.sources import resolve
+
+    # a catalog id asked at a revision skips the catalog and fails on the Hub: no "did you mean" itself
+    with pytest.raises(ModelNotFoundError) as err:
+        resolve("meta-llama/Llama-3.1-8B-Instruct", revision="main")
+    assert "Did you mean 'meta-llama/Llama-3.1-8B-Instruct'" not in str(err.value)

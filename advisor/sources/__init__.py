@@ -12,7 +12,7 @@ import math
 import re
 from pathlib import Path
 
-from advisor.errors import ModelNotFoundError, NameParseError, NetworkError
+from advisor.errors import GatedModelError, ModelNotFoundError, NameParseError, NetworkError
 from advisor.spec import ModelSpec, ParamBreakdown, SizeLabel
 from advisor.textutil import safe
 
@@ -75,7 +75,7 @@ def resolve(model: str, *, revision: str | None = None, trust_remote_code: bool 
             if fallback is None:
                 raise _suggesting(exc, text) from None
             return _checked(fallback.with_warnings(f"{exc} Answered from the offline catalog instead."))
-        except ModelNotFoundError as exc:
+        except (ModelNotFoundError, GatedModelError) as exc:  # (without a token the Hub answers 401 for a typo)
             raise _suggesting(exc, text) from None
 
     try:

@@ -115,7 +115,7 @@ def close_ids(model_id: str, n: int = 3) -> list[str]:
         return []
     best = scored[0][0]
     # only the names about as close as the best one: a typo of one model, not its whole family
-    found = [by_lower[k] for ratio, k in scored if ratio >= best - 0.02]
+    found = [by_lower[k] for ratio, k in scored if ratio >= best - 0.02 and by_lower[k].lower() != wanted]
     return list(dict.fromkeys(found))[:n]
 
 
