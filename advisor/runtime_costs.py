@@ -534,7 +534,7 @@ def measure_llamacpp_here(workdir: Path, types: tuple[str, ...] = LLAMA_TYPES) -
     for tensor_type in paths:
         if tensor_type not in full and shared is None:
             continue  # no attention cost to share: the type borrows its kernel class's costs (costmodel.speed)
-        costs = full.get(tensor_type) or fit({**constants, "wide8": timings[tensor_type]}, shared)
+        costs = full[tensor_type] if tensor_type in full else fit({**constants, "wide8": timings[tensor_type]}, shared)
         if plausible(costs):
             out[tensor_type] = rounded(costs)
     if "Q4_0" in out and _DEEP in timings:
