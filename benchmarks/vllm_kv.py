@@ -220,7 +220,8 @@ def check_row(row: dict) -> dict:
     flags = (row.get("other_flags") or "").lower()
     serve = not ("offline" in flags or "llm(" in flags or "bench latency" in flags)
     # The environment is part of the configuration: a `flashinfer` column (true/false) says whether vLLM
-    # 0.8-0.14 had FlashInfer (its Docker images ship it; a pip install does not). Unknown: pip.
+    # 0.8-0.14 had FlashInfer (its Docker images ship it; a pip install does not), set only where the log prints
+    # the sampler it chose (vllm_kv_logs.md). Unknown: pip.
     fi = (row.get("flashinfer") or "").strip().lower()
     flashinfer = True if fi == "true" else False if fi == "false" else None
     opts = SV.ServeOptions(

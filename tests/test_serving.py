@@ -350,6 +350,33 @@ def test_which_vllm_model_runner_prices_the_start_up():
     assert SV.sampler_bytes_per_logit((0, 28), v0=False, seqs=256, v2=True) == 4.0
 
 
+def test_first_compile_holds_a_random_copy_of_the_embedding_table():
+    # kvcachelab, vLLM 0.26.0, Qwen2.5-7B-Instruct-AWQ on an RTX 4080 (2,048 batched tokens, 256 sequences):
+    # the start-up summary logged "peak activation 1.04 GiB"; the forward and the sampler alone peak near 0.26.
+    qwen = resolve("Qwen/Qwen2.5-7B-Instruct")
+    gpu = S.gpu_from_accelerator(lookup("GeForce RTX 4080 (16GB)"))
+    common = dict(tp=1, tokens=2048, seqs=256, v0=False, gpu=gpu, quantized=True, version=(0, 26))
+    compiled = SV.vllm_profile_bytes(qwen, eager=False, **common)
+    assert compiled["activation"] / GiB == pytest.approx(1.04, abs=0.01)
+    assert SV.vllm_profile_bytes(qwen, eager=True, **common)["activation"] < 0.4 * GiB  # --enforce-eager: no compile
+    benched = dict(tokens=2048, v0=False, eager=False)
+    table = 152_064 * 3584 * 2
+    assert SV.compile_benchmark_bytes(qwen, tp=1, version=(0, 26), **benched) == table + 2 * 2048 * 3584 * 2
+    assert SV.compile_benchmark_bytes(qwen, tp=2, version=(0, 26), **benched) == table // 2 + 2 * 2048 * 3584 * 2
+    # vLLM turns Inductor's combo-kernel benchmark on from 0.11.1 (torch 2.9); 0.11.0 did not
+    assert SV.compile_benchmark_bytes(qwen, tp=1, version=(0, 11, 0), **benched) == 0
+    assert SV.compile_benchmark_bytes(qwen, tp=1, version=(0, 11, 1), **benched) > 0
+    # a multimodal wrapper embeds its tokens outside the compiled language model
+    gemma = resolve("google/gemma-4-E2B-it")
+    assert SV.compile_benchmark_bytes(gemma, tp=1, version=(0, 29), **benched) == 0
+    # the plan says what a warm restart gives back, and --enforce-eager has nothing to give back
+    for eager, told in ((False, True), (True, False)):
+        opts = SV.ServeOptions(engine="vllm", precision="bf16", context=32768, version=(0, 28), enforce_eager=eager)
+        target = SV.Target(gpu=S.gpu_from_accelerator(lookup("L40S")), gpus_per_node=1, nodes=1, fit="total")
+        plans, _ = SV.plan_serving(resolve("Qwen/Qwen3-14B"), target, opts)
+        assert any("first start" in n for n in plans[0].notes) is told
+
+
 def test_decode_reads_no_lookup_tables():
     # A token looks up one row of an untied input embedding or of Gemma 4's per-layer embeddings: those tables
     # are held on the GPU but not streamed each step; a tied table is the output projection and is read.

@@ -489,6 +489,44 @@ def _capture_sizes(largest: int) -> list[int]:
     return [x for x in sizes if x <= largest]
 
 
+# NOTE: vision-language and omni models' wrappers. vLLM embeds a multimodal model's tokens outside the compiled
+# language model (the runner builds `inputs_embeds` with `embed_input_ids`, 0.28.0 v1/worker/gpu_model_runner.py
+# `_preprocess`), so its embedding table is not an argument of a compiled kernel.
+_MULTIMODAL_MARKERS = ("ForConditionalGeneration", "VL", "Vision", "Llava", "Omni", "MiniCPMV", "InternVL", "Mllama")
+
+
+def multimodal_architecture(spec: ModelSpec) -> bool:
+    arch = spec.architecture or ""
+    return any(m in arch for m in _MULTIMODAL_MARKERS)
+
+
+def compile_benchmark_bytes(
+    spec: ModelSpec, *, tp: int, tokens: int, version: tuple[int, ...], v0: bool, eager: bool
+) -> int:
+    """The transient peak of torch.compile's first run, which vLLM's profiling window counts: one random copy of
+    the embedding table (this rank's vocabulary shard) and the lookup's [tokens, hidden] input and output.
+
+    NOTE: from vLLM 0.11.1 (torch 2.9) vLLM turns on Inductor's combo kernels and their benchmarking wherever it
+    compiles on a GPU (0.11.1 vllm/config/compilation.py:660-667; 0.28.0 :977-987). The first call into the
+    compiled model is the profile run's dummy forward, after the peak counter's reset (0.28.0
+    vllm/utils/mem_utils.py:291, v1/worker/gpu_worker.py:515-519), so the compile happens inside the window.
+    Inductor times each candidate kernel on `rand_strided` copies of all its arguments, graph inputs included
+    (torch 2.11 _inductor/scheduler.py:6892-6945, codegen/triton.py:5106-5125, _dynamo/testing.py:439-464); the
+    embedding lookup lowers to a gather kernel whose argument is the whole [vocab/tp, hidden] table
+    (_inductor/lowering.py:3763-3794). It is freed before the forward runs: the peak is the larger of this and
+    the forward, not their sum. Read in the sources, not observed on a GPU: it reproduces the logged "peak
+    activation 1.04 GiB" of Qwen2.5-7B-AWQ at 2,048 tokens (vLLM 0.26.0; table 1.015 GiB + 0.027), and the
+    start-ups of 0.26-0.29 that advisor had priced 0.5-1.5 GiB too large (benchmarks/vllm_kv.py). A start with
+    a warm compile cache skips Inductor and this copy. --enforce-eager turns compilation off (0.11.1
+    config/vllm.py:440-444, 0.14.1 :660-666 via -O0, 0.28.0 :1284-1290).
+    """
+    if v0 or eager or version < (0, 11, 1) or multimodal_architecture(spec):
+        return 0
+    hidden = spec.hidden_size or _hidden_intermediate(spec)[0]
+    vocab = -(-(spec.vocab_size or 32000) // 64) * 64  # VocabParallelEmbedding pads to 64 (DEFAULT_VOCAB_PADDING_SIZE)
+    return int(vocab / tp * hidden * 2 + 2 * tokens * hidden * 2)
+
+
 def vllm_profile_bytes(
     spec: ModelSpec,
     *,
@@ -532,7 +570,8 @@ def vllm_profile_bytes(
     sampler = rows * vocab * c + tokens * hidden * 2 + 2 * rows * hidden * 2
     if not v0 and (0, 15) <= version < (0, 21) and rows >= 8:
         sampler += min(2 ** math.ceil(math.log2(rows)), _sm_count(gpu)) * vocab * 4  # Triton sampler buffer
-    activation = max(forward, sampler)
+    compile_peak = compile_benchmark_bytes(spec, tp=tp, tokens=tokens, version=version, v0=v0, eager=eager)
+    activation = max(forward, sampler, compile_peak)
     # NOTE: non-torch memory is what appeared outside torch since vLLM's start-up snapshot: V0 0.6.4 logged it
     # whole (CUDA context and cuBLAS, 0.35-0.45 GiB); later V0 and V1 up to 0.10 take the snapshot before
     # NCCL and custom all-reduce start (0.05 GiB on one GPU, 0.15-0.3 with tensor parallelism); from 0.11 the
@@ -555,7 +594,12 @@ def vllm_profile_bytes(
     cudagraph = 0.0
     if not eager and not v0 and not (v2 and version < (0, 29)):
         cudagraph = _cudagraph_bytes(spec, tp=tp, pp=pp, seqs=rows, tokens=tokens, version=version)
-    return {"activation": int(activation), "non_torch": int(non_torch), "cudagraph": int(cudagraph)}
+    return {
+        "activation": int(activation),
+        "warm_activation": int(max(forward, sampler)),  # a restart that finds its compiled kernels cached
+        "non_torch": int(non_torch),
+        "cudagraph": int(cudagraph),
+    }
 
 
 def _cudagraph_bytes(spec: ModelSpec, *, tp: int, pp: int, seqs: int, tokens: int, version: tuple[int, ...]) -> int:
@@ -758,6 +802,7 @@ def vllm_memory(
         "requested_bytes": requested,
         "weights_bytes": weights,
         "activation_bytes": prof["activation"],
+        "warm_start_bytes": prof["activation"] - prof["warm_activation"],
         "non_torch_bytes": prof["non_torch"],
         "cudagraph_bytes": prof["cudagraph"],
         "cudagraph_in_budget": d.cudagraph_in_budget,
@@ -1460,6 +1505,11 @@ def _gpu_server_plan(
                 f"CUDA graphs (~{mem['cudagraph_bytes'] / GiB:.1f} GiB) are captured outside the budget in vLLM "
                 f"{mem['engine_version']} and may not fit the {mem['headroom_bytes'] / GiB:.1f} GiB left: lower "
                 "--gpu-memory-utilization or add --enforce-eager"
+            )
+        if mem["warm_start_bytes"] >= 0.1 * GiB:
+            notes.append(
+                f"a first start has {mem['warm_start_bytes'] / GiB:.1f} GiB less KV cache than a restart: compiling "
+                "times kernels on a copy of the embedding table (a warm compile cache skips it)"
             )
         other = mem["requested_bytes"] - mem["weights_bytes"] - mem["kv_cache_bytes"]
         other += mem["cudagraph_outside_budget_bytes"]
