@@ -602,30 +602,44 @@ def vllm_profile_bytes(
     }
 
 
+# NOTE: a captured CUDA graph keeps driver memory for its kernel nodes (the instantiated executable), and a rank's
+# graph at any size holds every layer it runs: the cost grows with graphs x layers per rank, not with the width
+# (NVIDIA's forum: ~64 KB a kernel node; SGLang's GLM-5.3 decode graph ~0.5 MiB a layer, sglang#37411). The
+# activations all graphs share sit in one pool, captured largest first, that no graph keeps (0.20.0
+# compilation/cuda_graph.py:200,331; gpu_model_runner.py:6090). Per layer and graph, from 21 logged captures
+# (stop 24, NOTES.md "CUDA graphs"): dense models 0.20-0.39 MiB at one GPU, more with tensor parallelism (two
+# all-reduce nodes a layer); MoE layers ~1.6x (Qwen3-235B TP8 0.56, GLM-5.2 TP4 0.53). The same model and graph
+# set logged 0.52 and 2.35 GiB on two machines: +-50%. vLLM 0.20+ subtracts its own estimate, which read 0.96-1.21x
+# what it then captured (median 1.16).
+CUDAGRAPH_MIB_PER_LAYER = 0.30
+CUDAGRAPH_MIB_PER_LAYER_TP = 0.36
+CUDAGRAPH_MOE_FACTOR = 1.6
+CUDAGRAPH_ESTIMATE_FACTOR = 1.15
+
+
 def _cudagraph_bytes(spec: ModelSpec, *, tp: int, pp: int, seqs: int, tokens: int, version: tuple[int, ...]) -> int:
     """The CUDA graph memory vLLM estimates (0.20+: it comes out of the KV budget) or captures.
 
     NOTE: 0.20.2 gpu_model_runner.py:5949-6045 `profile_cudagraph_memory`: the first capture of each mode plus
     (graphs - 1) x the second capture's size; PIECEWISE graphs at every capture size up to min(2 x seqs, 512,
-    batched tokens), FULL graphs at the decode sizes up to seqs (51 + 35 at 256 sequences). Per graph ~0.2 KiB x
-    layers x hidden, from the two logged pools (Qwen3-8B: 2.35 GiB estimated, 2.44 captured, 86 graphs;
-    Qwen2.5-0.5B 0.40 GiB): treat as +-50%. The V2 model runner estimates 0 up to 0.28 (0.28.0
-    v1/worker/gpu/model_runner.py:843-845; the caller skips it) and measures its graphs from 0.29
-    (model_runner.py:896-898, cudagraph_utils.py:718-810); the V1 runner, still used for many models up to 0.28,
-    always estimated them (0.24 gpu_model_runner.py:6447).
+    batched tokens), FULL graphs at the decode sizes up to seqs (51 + 35 at 256 sequences). The shared pool is one
+    layer's activations at the largest size; each graph adds its kernel nodes (the NOTE above). The V2 model
+    runner estimates 0 up to 0.28 (0.28.0 v1/worker/gpu/model_runner.py:843-845; the caller skips it) and
+    measures its graphs from 0.29 (model_runner.py:896-898, cudagraph_utils.py:718-810); the V1 runner, still used
+    for many models up to 0.28, always estimated them (0.24 gpu_model_runner.py:6447).
     """
     hidden = spec.hidden_size or 4096
     layers = math.ceil((spec.num_layers or 32) / pp)
     largest = min(2 * seqs, 512, tokens)
-    graphs = len(_capture_sizes(largest)) + len(_capture_sizes(min(seqs, largest)))
-    per_graph = 0.2 * 1024 * layers * hidden
-    first = largest * hidden * 2 * 6
-    # NOTE: the rule overshoots large models (Qwen3-235B at TP8: 6.3 GiB by it, 3.45 GiB captured, vLLM 0.11);
-    # no logged pool exceeds 3.45 GiB, so the estimate stops at 4 GiB.
-    return int(min(first + per_graph * max(graphs - 2, 0), CUDAGRAPH_CAP))
-
-
-CUDAGRAPH_CAP = 4 * GiB
+    if version < (0, 11):  # 0.10: PIECEWISE only, every 8 tokens (the dennislee logs list 67 sizes up to 512)
+        graphs = len([x for x in (1, 2, 4, *range(8, 513, 8)) if x <= largest])
+    else:  # 0.11+: FULL_AND_PIECEWISE by default (0.11.1 config/compilation.py:371, vllm.py:810-811)
+        graphs = len(_capture_sizes(largest)) + len(_capture_sizes(min(seqs, largest)))
+    per_layer = (CUDAGRAPH_MIB_PER_LAYER_TP if tp > 1 else CUDAGRAPH_MIB_PER_LAYER) * MiB
+    per_layer *= CUDAGRAPH_MOE_FACTOR if spec.is_moe else 1.0
+    pool = largest * hidden * 2 * 6
+    captured = pool + graphs * layers * per_layer
+    return int(captured * (CUDAGRAPH_ESTIMATE_FACTOR if version >= (0, 20) else 1.0))
 
 
 def _cdiv(a: int, b: int) -> int:
