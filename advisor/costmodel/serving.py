@@ -606,11 +606,11 @@ def vllm_profile_bytes(
 # graph at any size holds every layer it runs: the cost grows with graphs x layers per rank, not with the width
 # (NVIDIA's forum: ~64 KB a kernel node; SGLang's GLM-5.3 decode graph ~0.5 MiB a layer, sglang#37411). The
 # activations all graphs share sit in one pool, captured largest first, that no graph keeps (0.20.0
-# compilation/cuda_graph.py:200,331; gpu_model_runner.py:6090). Per layer and graph, from 21 logged captures
-# (stop 24, NOTES.md "CUDA graphs"): dense models 0.20-0.39 MiB at one GPU, more with tensor parallelism (two
-# all-reduce nodes a layer); MoE layers ~1.6x (Qwen3-235B TP8 0.56, GLM-5.2 TP4 0.53). The same model and graph
-# set logged 0.52 and 2.35 GiB on two machines: +-50%. vLLM 0.20+ subtracts its own estimate, which read 0.96-1.21x
-# what it then captured (median 1.16).
+# compilation/cuda_graph.py:200,331; gpu_model_runner.py:6090). Per layer and graph, from 16 V1 and 5 V0 logged
+# captures (16 in benchmarks/data/vllm_cudagraph_logs.csv, checked by benchmarks/vllm_cudagraphs.py): dense
+# models 0.20-0.39 MiB at one GPU, more with tensor parallelism (two all-reduce nodes a layer); MoE layers ~1.6x
+# (Qwen3-235B TP8 0.56, GLM-5.2 TP4 0.53). The same model and graph set logged 0.52 and 2.35 GiB on two
+# machines: +-50%. vLLM 0.20+ subtracts its own estimate, which read 0.96-1.21x what it then captured (median 1.16).
 CUDAGRAPH_MIB_PER_LAYER = 0.30
 CUDAGRAPH_MIB_PER_LAYER_TP = 0.36
 CUDAGRAPH_MOE_FACTOR = 1.6
@@ -635,11 +635,18 @@ def _cudagraph_bytes(spec: ModelSpec, *, tp: int, pp: int, seqs: int, tokens: in
         graphs = len([x for x in (1, 2, 4, *range(8, 513, 8)) if x <= largest])
     else:  # 0.11+: FULL_AND_PIECEWISE by default (0.11.1 config/compilation.py:371, vllm.py:810-811)
         graphs = len(_capture_sizes(largest)) + len(_capture_sizes(min(seqs, largest)))
-    per_layer = (CUDAGRAPH_MIB_PER_LAYER_TP if tp > 1 else CUDAGRAPH_MIB_PER_LAYER) * MiB
-    per_layer *= CUDAGRAPH_MOE_FACTOR if spec.is_moe else 1.0
-    pool = largest * hidden * 2 * 6
-    captured = pool + graphs * layers * per_layer
+    captured = cudagraph_captured_bytes(
+        graphs=graphs, layers=layers, hidden=hidden, largest=largest, tp=tp, moe=spec.is_moe
+    )
     return int(captured * (CUDAGRAPH_ESTIMATE_FACTOR if version >= (0, 20) else 1.0))
+
+
+def cudagraph_captured_bytes(*, graphs: int, layers: int, hidden: int, largest: int, tp: int, moe: bool) -> float:
+    """What capturing `graphs` CUDA graphs of `layers` decoder layers takes on one rank: the shared pool (one layer's
+    activations at the `largest` size) and each graph's kernel nodes (the NOTE above)."""
+    per_layer = (CUDAGRAPH_MIB_PER_LAYER_TP if tp > 1 else CUDAGRAPH_MIB_PER_LAYER) * MiB
+    per_layer *= CUDAGRAPH_MOE_FACTOR if moe else 1.0
+    return largest * hidden * 2 * 6 + graphs * layers * per_layer
 
 
 def _cdiv(a: int, b: int) -> int:
