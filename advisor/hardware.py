@@ -1467,7 +1467,8 @@ def _cpu_bandwidth(hw: Hardware) -> float:
 
 
 # Who is told that a probe is starting (the `advisor` command prints it on a terminal's stderr): a first probe
-# takes a minute or two on a small CPU, and a silent wait that long looks like a hang. None: nobody (library use).
+# takes one to a few minutes on a small CPU (about 5 on a busy day of the 2-vCPU VM), and a silent wait that long
+# looks like a hang. None: nobody (library use).
 _probe_notice: Any = None
 
 
@@ -1484,7 +1485,7 @@ def _announce(why: str) -> None:
     with contextlib.suppress(Exception):  # a closed stderr must not stop the probe
         _probe_notice(
             f"advisor: {why}: measuring this machine (memory bandwidth, matmul rates{runtimes}); "
-            f"this takes a minute or two and is kept in {cache_path()}"
+            f"this takes one to a few minutes (longer on a busy machine) and is kept in {cache_path()}"
         )
 
 

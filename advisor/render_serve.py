@@ -44,13 +44,14 @@ def plan_json(plan) -> dict[str, Any]:
 
 
 def print_serve_json(spec: ModelSpec, plans, warnings: list[str], console: Console) -> None:
-    from advisor.serve import model_json, pick
+    from advisor.serve import model_json, pick, pick_reason
 
     chosen = pick(plans)
     data = {
         "model": model_json(spec),
         "plans": [plan_json(p) for p in plans],
         "pick": plans.index(chosen) if chosen else None,
+        "pick_reason": pick_reason(chosen, plans) if chosen else None,
         "warnings": warnings,
     }
     print_json(data, console)
@@ -74,11 +75,13 @@ def _gib(n: float) -> str:
 def print_serve_plans(
     spec: ModelSpec, target, plans, warnings: list[str], out: Console, err: Console, *, users: int | None = None
 ) -> None:
-    from advisor.serve import pick
+    from advisor.serve import pick, pick_reason
 
     gpu = target.gpu
+    cpu = gpu.vendor == "cpu"
     where = f"{target.gpus_per_node}x {gpu.name}" + (f" x {target.nodes} nodes" if target.nodes > 1 else "")
-    out.print(styled(f"Serving {spec.id} on {where} ({_gib(gpu.total_bytes)} GiB each)", "bold"))
+    size = f"{_gib(gpu.total_bytes)} GiB of RAM" if cpu else f"{_gib(gpu.total_bytes)} GiB each"
+    out.print(styled(f"Serving {spec.id} on {'this CPU, ' + gpu.name if cpu else where} ({size})", "bold"))
     if not plans:
         out.print(styled("No plan fits: more GPUs (--device 'Nx ...', --nodes), a shorter --context, or 4-bit.", "red"))
     else:
@@ -115,7 +118,13 @@ def print_serve_plans(
         )
         chosen = pick(plans)
         if chosen is not None:
-            out.print(styled(f"Pick: {chosen.engine} {chosen.precision} on {chosen.gpus} GPU(s)", "bold green"))
+            out.print(
+                styled(
+                    f"Pick: {chosen.engine} {chosen.precision} on " + ("the CPU" if cpu else f"{chosen.gpus} GPU(s)"),
+                    "bold green",
+                ),
+                styled(f"({pick_reason(chosen, plans)})", "dim"),
+            )
             _print_plan_detail(chosen, out)
         for plan in plans:
             if plan is chosen:

@@ -128,6 +128,11 @@ def target_from_args(
     if fit == "total":
         server = dataclasses.replace(server, free_bytes=None)
     notes.append("no GPU on this machine: llama-server on the CPU; give --device to plan vLLM or SGLang on GPUs")
+    if server.free_bytes is not None:
+        notes.append(
+            f"fitted against available RAM: {server.free_bytes / GiB:.1f} of {server.total_bytes / GiB:.1f} GiB "
+            "(--fit total for the total)"
+        )
     return SV.Target(gpu=server, gpus_per_node=1, nodes=1, fit=fit), notes
 
 
@@ -150,9 +155,41 @@ def engines_for(target: SV.Target, wanted: str | None) -> tuple[list[str], list[
     ]
 
 
+def check_request(spec: ModelSpec, opts: SV.ServeOptions, engines: list[str]) -> None:
+    """One clear line for a request no engine can take as asked: a precision advisor does not know, a 16/8/4-bit
+    serving precision asked of llama.cpp alone, or a KV cache type of another engine."""
+    from advisor import precision as P
+
+    wanted = opts.precision
+    if wanted and wanted not in SV.SERVE_PRECISIONS:
+        try:
+            runtime = P.get(wanted, spec).runtime
+        except (KeyError, ValueError):
+            runtime = None
+        if runtime != "llama.cpp":
+            raise UsageError(
+                f"--precision {wanted}: not a serving precision. vLLM and SGLang serve "
+                f"{', '.join(SV.SERVE_PRECISIONS)}; llama.cpp serves GGUF types such as q8_0 or q4_k_m."
+            )
+    if engines == ["llama.cpp"] and wanted in SV.SERVE_PRECISIONS:
+        raise UsageError(
+            f"llama.cpp serves GGUF types, not {wanted}: give --precision q8_0 or q4_k_m, or --engine vllm."
+        )
+    if len(engines) == 1 and engines[0] != "llama.cpp" and opts.kv_cache_dtype in ("q8_0", "q4_0"):
+        raise UsageError(
+            f"--kv-cache-dtype {opts.kv_cache_dtype} is llama.cpp's: {engines[0]} caches in auto (the model's "
+            "dtype) or fp8 (fp8_e4m3, fp8_e5m2)."
+        )
+    if engines == ["llama.cpp"] and opts.kv_cache_dtype.startswith("fp8"):
+        raise UsageError(
+            f"--kv-cache-dtype {opts.kv_cache_dtype} is vLLM's and SGLang's: llama.cpp caches in f16, q8_0 or q4_0."
+        )
+
+
 def serve_plans(
     spec: ModelSpec, target: SV.Target, opts: SV.ServeOptions, engines: list[str]
 ) -> tuple[list[SV.ServePlan], list[str]]:
+    check_request(spec, opts, engines)
     plans: list[SV.ServePlan] = []
     warnings: list[str] = []
     errors: list[str] = []
@@ -189,11 +226,38 @@ def serve_plans(
     return plans, warnings
 
 
+# NOTE: quality points a pick may give up for fewer GPUs or more throughput: FP8 (97) against bf16 (100) is the
+# difference the vLLM and SGLang docs call near-lossless; AWQ/GPTQ (68-70) and GGUF's 4-bit types are not inside it.
+PICK_QUALITY_SLACK = 3
+
+
 def pick(plans: list[SV.ServePlan]) -> SV.ServePlan | None:
-    """The plan to start with: it fits, at the best quality the target allows, on the fewest GPUs, then the
-    fastest (plans arrive sorted that way)."""
+    """The plan to start with: one that fits, within PICK_QUALITY_SLACK of the best quality that fits, on the
+    fewest GPUs, then the most tokens/s in aggregate at the load asked, then the most concurrent requests."""
     fitting = [p for p in plans if p.fits]
-    return fitting[0] if fitting else None
+    if not fitting:
+        return None
+    best = max(p.quality_rank for p in fitting)
+    near = [p for p in fitting if p.quality_rank >= best - PICK_QUALITY_SLACK]
+    return min(near, key=lambda p: (p.gpus, -(p.aggregate_tok_s or 0), -p.max_concurrency))
+
+
+def pick_reason(chosen: SV.ServePlan, plans: list[SV.ServePlan]) -> str:
+    """Why `pick` chose this plan over the best-quality one that fits, in a few words."""
+    fitting = [p for p in plans if p.fits]
+    best = max(fitting, key=lambda p: (p.quality_rank, -p.gpus, p.aggregate_tok_s or 0))
+    if best is chosen or best.quality_rank == chosen.quality_rank:
+        return "the best quality that fits, then the fewest devices and the most tokens/s"
+    if chosen.gpus < best.gpus:
+        why = f"{chosen.gpus} GPU(s) instead of {best.gpus}"
+    else:
+        ratio = (chosen.aggregate_tok_s or 0) / (best.aggregate_tok_s or 1)
+        why = (
+            f"{ratio:.1f}x the tokens/s"
+            if ratio > 1.05
+            else f"{chosen.max_concurrency:.0f} requests, not {best.max_concurrency:.0f}"
+        )
+    return f"{why} of {best.engine} {best.precision}, within {PICK_QUALITY_SLACK} quality points of it"
 
 
 def model_json(spec: ModelSpec) -> dict[str, Any]:

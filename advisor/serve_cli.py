@@ -41,6 +41,7 @@ def _users(ctx, param, value):
 @click.option(
     "--prompt-tokens", type=click.IntRange(1, 10_000_000), default=1024, show_default=True, help="Prompt for TTFT."
 )
+@click.option("--enforce-eager", is_flag=True, help="vLLM/SGLang without CUDA graphs: more KV cache, slower decode.")
 @click.option("--engine-version", default=None, help="Price an older vLLM or SGLang, e.g. 0.11.0. Default: newest.")
 @click.option(
     "--memory-gb", type=FiniteFloat(0.1, 1e6), default=None, help="Memory of each --device GPU as sold (binary GB)."
@@ -62,6 +63,7 @@ def serve_plan(
     context,
     users,
     prompt_tokens,
+    enforce_eager,
     engine_version,
     memory_gb,
     fit,
@@ -87,6 +89,14 @@ def serve_plan(
     except SV.ServePlanError as exc:
         raise UsageError(str(exc)) from None
     precision = precision.lower() if precision else None
+    if context and prompt_tokens > context:
+        if click.get_current_context().get_parameter_source("prompt_tokens") == click.core.ParameterSource.DEFAULT:
+            prompt_tokens = context  # the default prompt is longer than the request: time the whole request
+        else:
+            raise UsageError(
+                f"--prompt-tokens {prompt_tokens:,} is longer than --context {context:,}: a prompt must fit its "
+                "request; give a shorter prompt or a longer context."
+            )
     opts = SV.ServeOptions(
         precision=precision,
         kv_cache_dtype=kv_cache_dtype,
@@ -97,6 +107,7 @@ def serve_plan(
         users=users,
         prompt_tokens=prompt_tokens,
         version=version,
+        enforce_eager=enforce_eager,
     )
     plans, warnings = S.serve_plans(spec, target, opts, engines)
     warnings = notes + skipped + warnings

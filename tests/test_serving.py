@@ -315,6 +315,11 @@ def test_serve_plan_json_shape():
         (["--device", "A100 80GB SXM4", "--precision", "fp8", "--engine", "vllm"], "FP8 needs FP8 tensor cores"),
         (["--device", "RTX 4090", "--users", "0"], "at least 1 user"),
         (["--device", "RTX 4090", "--context", "999999"], "longer than"),
+        (["--device", "RTX 4090", "--precision", "banana"], "not a serving precision"),
+        (["--device", "RTX 4090", "--engine", "llama.cpp", "--precision", "fp8"], "llama.cpp serves GGUF types"),
+        (["--device", "RTX 4090", "--engine", "vllm", "--kv-cache-dtype", "q4_0"], "is llama.cpp's"),
+        (["--device", "RTX 4090", "--engine", "llama.cpp", "--kv-cache-dtype", "fp8"], "caches in f16, q8_0"),
+        (["--device", "RTX 4090", "--context", "8192", "--prompt-tokens", "100000"], "a prompt must fit"),
     ],
 )
 def test_serve_plan_bad_input_is_one_line(args, needle):
@@ -396,6 +401,79 @@ def test_cuda_graphs_cost_their_layers_not_their_width():
     opts = SV.ServeOptions(engine="vllm", precision="bf16", context=8192)
     plans, _ = SV.plan_serving(resolve("meta-llama/Llama-3.1-70B-Instruct"), h100(2), opts)
     assert plans and plans[0].tensor_parallel == 2 and plans[0].kv_cache_tokens >= 8192
+
+
+def test_a_catalog_fp8_repository_is_served_as_itself():
+    # The catalog's Qwen3-32B-FP8 config carries quantization_config (fp8, block 128x128), as the Hub repo does:
+    # vllm serve loads FP8, so no bf16 (61 GiB) or "<AWQ checkpoint of ...-FP8>" row.
+    spec = resolve("Qwen/Qwen3-32B-FP8")
+    assert spec.quantization and spec.quantization.startswith("fp8")
+    assert SV.checkpoint_precision(spec) == "fp8"
+    target = SV.Target(gpu=S.gpu_from_accelerator(lookup("H100 SXM5")), gpus_per_node=1, nodes=1, fit="total")
+    plans, _ = SV.plan_serving(spec, target, SV.ServeOptions(engine="vllm", context=8192))
+    assert {p.precision for p in plans} == {"fp8"}
+    assert plans[0].weights_bytes_per_gpu < 40 * GiB
+    assert not resolve("Qwen/Qwen3-32B").quantization  # its bf16 sibling stays any precision
+
+
+def test_plans_answer_how_many_users_and_say_why_they_pick():
+    spec = resolve("meta-llama/Llama-3.1-8B-Instruct")
+    two = SV.Target(gpu=S.gpu_from_accelerator(lookup("RTX 4090")), gpus_per_node=2, nodes=1, fit="total")
+    # 32 users at 8k: vLLM bf16 holds fewer; its row stays, not fitting, with how many it holds
+    opts = SV.ServeOptions(engine="vllm", precision="bf16", context=8192, users=32)
+    (plan,) = SV.plan_serving(spec, two, opts)[0]
+    assert not plan.fits and 10 < plan.max_concurrency < 32
+    assert any("fewer than --users 32" in n for n in plan.notes)
+    # int8 in vLLM is a W8A8 checkpoint: the command names a placeholder, as for AWQ
+    (int8,) = SV.plan_serving(spec, two, dataclasses.replace(opts, precision="int8", users=None))[0]
+    assert "<INT8 (W8A8) checkpoint of" in int8.command and any("w8a8" in n for n in int8.notes)
+    # llama.cpp's row is priced at the load the table states (1 user), not at its 4 slots
+    (gguf,) = SV.plan_serving(spec, two, SV.ServeOptions(engine="llama.cpp", precision="q8_0", context=8192))[0]
+    single = SV.plan_serving(spec, two, SV.ServeOptions(engine="vllm", precision="bf16", context=8192))[0][0]
+    assert gguf.aggregate_tok_s == pytest.approx(gguf.decode_tok_s_per_user)
+    # FP8 is within the pick's quality slack of bf16: on one GPU it wins on throughput, and says so
+    plans, _ = S.serve_plans(spec, two, SV.ServeOptions(context=8192), ["vllm"])
+    chosen = S.pick(plans)
+    assert chosen.precision == "fp8" and single.precision == "bf16"
+    assert "tokens/s of vllm bf16" in S.pick_reason(chosen, plans)
+
+
+def test_a_plan_that_cannot_start_says_what_would_and_kernels_are_named():
+    spec = resolve("meta-llama/Llama-3.1-70B-Instruct")
+    two = SV.Target(gpu=S.gpu_from_accelerator(lookup("RTX 4090")), gpus_per_node=2, nodes=1, fit="total")
+    opts = SV.ServeOptions(engine="vllm", precision="awq", context=4096, tensor_parallel=2)
+    (graphs,) = SV.plan_serving(spec, two, opts)[0]
+    assert not graphs.fits and any("--enforce-eager would free" in n for n in graphs.notes)
+    (eager,) = SV.plan_serving(spec, two, dataclasses.replace(opts, enforce_eager=True))[0]
+    assert eager.fits and eager.command.endswith("--enforce-eager")
+    # an FP8 checkpoint on an A100 runs weight-only; AWQ on a T4 has no Marlin
+    a100 = SV.Target(gpu=S.gpu_from_accelerator(lookup("A100 80GB SXM4")), gpus_per_node=1, nodes=1, fit="total")
+    (fp8,) = SV.plan_serving(resolve("Qwen/Qwen3-32B-FP8"), a100, SV.ServeOptions(engine="vllm", context=8192))[0]
+    assert any("weight-only through Marlin" in n for n in fp8.notes)
+    t4 = SV.Target(gpu=S.gpu_from_accelerator(lookup("T4")), gpus_per_node=1, nodes=1, fit="total")
+    small = SV.ServeOptions(engine="vllm", precision="awq", context=4096)
+    (awq,) = SV.plan_serving(resolve("meta-llama/Llama-3.1-8B-Instruct"), t4, small)[0]
+    assert any("Marlin needs compute capability 8.0" in n for n in awq.notes)
+
+
+def test_llama_server_takes_fewer_slots_before_giving_up_and_a_cpu_plan_says_cpu():
+    spec = resolve("meta-llama/Llama-3.1-70B-Instruct")
+    two = SV.Target(gpu=S.gpu_from_accelerator(lookup("RTX 4090")), gpus_per_node=2, nodes=1, fit="total")
+    (plan,) = SV.plan_serving(spec, two, SV.ServeOptions(engine="llama.cpp", precision="q4_k_m", context=8192))[0]
+    assert plan.fits and "-np 1" in plan.command  # 4 slots of 8k do not fit 48 GB beside 42 GB of weights
+    cpu = SV.ServeGpu(name="Some CPU", total_bytes=64 * GiB, free_bytes=60 * GiB, bandwidth_gbps=50, vendor="cpu")
+    target = SV.Target(gpu=cpu, gpus_per_node=1, nodes=1, fit="free")
+    small = resolve("meta-llama/Llama-3.2-1B-Instruct")
+    (on_cpu,) = SV.plan_serving(small, target, SV.ServeOptions(engine="llama.cpp", precision="q8_0", context=4096))[0]
+    assert "-ngl" not in on_cpu.command
+
+
+def test_serve_plan_here_on_a_cpu_speaks_of_the_cpu_and_its_free_ram():
+    result = run("serve-plan", "meta-llama/Llama-3.2-1B-Instruct", "--context", "4096")
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "on this CPU" in text and "Pick: llama.cpp" in text and "on the CPU" in text
+    assert "fitted against available RAM" in text and "GPU(s)" not in text.split("Pick:")[1].split(")")[0]
 
 
 def test_decode_reads_no_lookup_tables():

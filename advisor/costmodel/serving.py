@@ -1260,6 +1260,23 @@ def precision_problem(precision: str, gpu: ServeGpu, engine: str) -> str | None:
     return None
 
 
+def precision_notes(spec: ModelSpec, precision: str, gpu: ServeGpu, engine: str) -> list[str]:
+    """What a precision that runs here costs on this GPU (the NOTE of `precision_problem`): a checkpoint's own FP8
+    on a GPU without FP8 tensor cores, and 4-bit Marlin kernels below sm_80."""
+    cc = gpu.compute_capability
+    if engine == "llama.cpp":
+        return []
+    if precision == "fp8" and gpu.fp8 is False and checkpoint_precision(spec) == "fp8":
+        return [
+            f"{gpu.name} has no FP8 tensor cores: vLLM serves this FP8 checkpoint weight-only through Marlin "
+            "(FP8 memory, 16-bit arithmetic, no FP8 speed-up)"
+        ]
+    if precision in ("awq", "gptq") and cc is not None and cc < 8.0:
+        kernel = "the plain AWQ kernel" if precision == "awq" else "the ExLlama kernel"
+        return [f"Marlin needs compute capability 8.0; {gpu.name} is {cc:g}, so vLLM uses {kernel} (slower prompts)"]
+    return []
+
+
 def default_precisions(spec: ModelSpec, gpu: ServeGpu, engine: str) -> list[str]:
     """What to try when --precision is not given: the checkpoint's own format, or 16-bit, FP8 where the GPU has
     it, and 4-bit AWQ."""
@@ -1318,11 +1335,14 @@ def layouts(spec: ModelSpec, target: Target, opts: ServeOptions) -> list[tuple[i
 def _model_arg(spec: ModelSpec, precision: str) -> tuple[str, str | None]:
     """The model to pass the engine, and a note when the precision needs a checkpoint advisor cannot name."""
     own = checkpoint_precision(spec)
-    if precision in ("awq", "gptq") and own != precision:
+    if precision in ("awq", "gptq", "int8") and own != precision:
+        # int8 is W8A8 (compressed-tensors), which vLLM and SGLang also load only from a checkpoint made so
+        name = "INT8 (W8A8)" if precision == "int8" else precision.upper()
+        example = f"{spec.id.split('/')[-1]}-" + ("quantized.w8a8" if precision == "int8" else precision.upper())
         return (
-            f"<{precision.upper()} checkpoint of {spec.id}>",
-            f"{precision.upper()} needs a pre-quantized checkpoint (vLLM and SGLang cannot quantize to it at load): "
-            f"pick one on the Hub, e.g. a '{spec.id.split('/')[-1]}-{precision.upper()}' repository",
+            f"<{name} checkpoint of {spec.id}>",
+            f"{name} needs a pre-quantized checkpoint (vLLM and SGLang cannot quantize to it at load): "
+            f"pick one on the Hub, e.g. a '{example}' repository",
         )
     return spec.id, None
 
@@ -1366,6 +1386,8 @@ def server_command(
         parts.append(f"--kv-cache-dtype {flags['kv'][opts.kv_cache_dtype]}")
     if engine == "vllm" and opts.max_num_seqs:
         parts.append(f"--max-num-seqs {opts.max_num_seqs}")
+    if opts.enforce_eager:
+        parts.append("--enforce-eager" if engine == "vllm" else "--disable-cuda-graph")
     if engine == "vllm" and nodes > 1:
         parts.append("--distributed-executor-backend ray")
     if flags["tail"]:
@@ -1398,13 +1420,16 @@ def server_command(
     return command, steps, notes
 
 
-def llama_server_command(spec: ModelSpec, precision: str, *, context: int, slots: int, kv_type: str, gpus: int) -> str:
+def llama_server_command(
+    spec: ModelSpec, precision: str, *, context: int, slots: int, kv_type: str, gpus: int, cpu: bool = False
+) -> str:
     if spec.source == "gguf" and spec.files:
         model = f"-m {next(iter(spec.files))}"
     else:
         gguf_type = P.get(precision).name.upper() if precision != P.CHECKPOINT else ""
         model = f"-hf <GGUF repository of {spec.id}>:{gguf_type}"
-    parts = [f"llama-server {model}", f"-c {M.llama_context(context * slots)}", f"-np {slots}", "-ngl all", "-fa on"]
+    parts = [f"llama-server {model}", f"-c {M.llama_context(context * slots)}", f"-np {slots}"]
+    parts += ["-fa on"] if cpu else ["-ngl all", "-fa on"]  # on a CPU every layer runs there: no -ngl
     if kv_type != "f16":
         parts.append(f"-ctk {kv_type} -ctv {kv_type}")
     if gpus > 1:
@@ -1504,12 +1529,18 @@ def _gpu_server_plan(
         if ok:
             break
     else:
-        if not opts.tensor_parallel and not opts.pipeline_parallel:
+        # No layout holds every user: keep the largest one when it starts at all, so the table says how many it
+        # holds (a short answer to "how many users?" beats no row); a layout that cannot hold one request is dropped.
+        if (
+            not opts.tensor_parallel
+            and not opts.pipeline_parallel
+            and (best is None or best[2]["kv_cache_tokens"] < context)
+        ):
             return None
     tp, pp, mem, conc, chunk = best  # type: ignore[misc]
     fits = mem["kv_cache_tokens"] >= context and conc >= need
     nodes = _cdiv(tp * pp, target.gpus_per_node)
-    notes = list(util_notes)
+    notes = list(util_notes) + precision_notes(spec, precision, gpu, engine)
     if gpu.bf16 is False and precision == "bf16":
         notes.append(f"{gpu.name} has no bf16: served in fp16")
     if engine == "vllm":
@@ -1546,9 +1577,16 @@ def _gpu_server_plan(
     notes.extend(extra)
     if not fits:
         if mem["kv_cache_tokens"] < context:
+            short = (context - mem["kv_cache_tokens"]) * mem.get("kv_bytes_per_token", 0)
+            graphs = mem.get("cudagraph_bytes", 0) if engine == "vllm" and mem.get("cudagraph_in_budget") else 0
+            hint = (
+                f": --enforce-eager would free its ~{graphs / GiB:.1f} GiB of CUDA graphs (slower decode)"
+                if graphs >= short > 0 and not opts.enforce_eager
+                else ""
+            )
             notes.append(
                 f"does not start: the KV pool holds {mem['kv_cache_tokens']:,} tokens, less than one "
-                f"{context:,}-token request"
+                f"{context:,}-token request{hint}"
             )
         else:
             notes.append(f"holds {conc:.1f} requests of {context:,} tokens, fewer than --users {need}")
@@ -1595,13 +1633,19 @@ def _llama_server_plan(
     spec: ModelSpec, target: Target, opts: ServeOptions, *, precision: str, context: int
 ) -> ServePlan | None:
     gpu = target.gpu
-    slots = opts.users or LLAMA_SERVER_SLOTS
     mem = None
-    for n in range(1, target.gpus_per_node + 1):
-        mem = llama_server_memory(spec, gpu, opts, precision=precision, gpus=n, context=context, slots=slots)
-        if mem["fits"]:
+    # --users sets the slots; otherwise llama-server's 4, or fewer where 4 full contexts do not fit
+    choices = [opts.users] if opts.users else [s for s in (LLAMA_SERVER_SLOTS, 2, 1) if s <= LLAMA_SERVER_SLOTS]
+    found = False
+    for slots in choices:
+        for n in range(1, target.gpus_per_node + 1):
+            mem = llama_server_memory(spec, gpu, opts, precision=precision, gpus=n, context=context, slots=slots)
+            if mem["fits"]:
+                found = True
+                break
+        if found:
             break
-    else:
+    if not found:
         return None
     assert mem is not None
     kv_type = mem["kv_cache_type"]
@@ -1611,7 +1655,7 @@ def _llama_server_plan(
         spec, precision, gpu, kvr, Run("llama.cpp"), context=context, prompt=opts.prompt_tokens, chunk=2048,
         batches=sorted({1, min(8, slots), min(32, slots), slots}),
     )  # fmt: skip
-    head = next(r for r in load if r["users"] == slots)
+    head = next(r for r in load if r["users"] == min(opts.users or 1, slots))  # the table's load, as every row
     notes = [
         f"{slots} slots share one pool of {mem['n_ctx']:,} cells (-np {slots}, unified KV): each request may use "
         f"{context:,} tokens when all are busy",
@@ -1637,7 +1681,9 @@ def _llama_server_plan(
         decode_tok_s_per_user=head["decode_tok_s_per_user"],
         aggregate_tok_s=head["aggregate_tok_s"],
         ttft_s=head["ttft_s"],
-        command=llama_server_command(spec, precision, context=context, slots=slots, kv_type=kv_type, gpus=n),
+        command=llama_server_command(
+            spec, precision, context=context, slots=slots, kv_type=kv_type, gpus=n, cpu=gpu.vendor == "cpu"
+        ),
         notes=tuple(notes),
         load=tuple(load),
         compute_bound_batch=None,

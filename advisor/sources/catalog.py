@@ -120,11 +120,28 @@ def close_ids(model_id: str, n: int = 3) -> list[str]:
 
 
 def spec_from_catalog(model_id: str) -> ModelSpec | None:
-    """The precomputed spec of a catalog model, or None when the id is not in the catalog."""
+    """The precomputed spec of a catalog model, or None when the id is not in the catalog. A pre-quantized
+    checkpoint (FP8, MXFP4, AWQ ... re-releases) says so from its config's `quantization_config`, as the same
+    repository read from a folder or the Hub does: it is served and loaded as itself, not as any precision."""
     key = find(model_id)
     if key is None:
         return None
-    return model_spec_from_json(_load()[key])
+    spec = model_spec_from_json(_load()[key])
+    path = config_path(key)
+    if spec.quantization is None and path.is_file():
+        import dataclasses
+
+        from advisor.sources.quantized import describe_quantization
+
+        try:
+            config = json.loads(path.read_text(encoding="utf-8"))
+            label, loadable, warnings = describe_quantization(config if isinstance(config, dict) else {}, {})
+        except (OSError, ValueError):
+            return spec
+        if label is not None:
+            spec = dataclasses.replace(spec, quantization=label, loadable_precisions=loadable)
+            spec = spec.with_warnings(*[w for w in warnings if w not in spec.warnings])
+    return spec
 
 
 def known_counts() -> dict[str, tuple[int, int | None]]:
