@@ -289,8 +289,9 @@ def print_extras(extra: dict[str, Any], console: Console) -> None:
             console.print(
                 styled(
                     f"Scale out ({p['precision']}): {where} (TP {p['tensor_parallel']}, PP {p['pipeline_parallel']}), "
-                    f"{p['weights_bytes_per_gpu'] / 2**30:.1f} GiB of weights and {p['kv_cache_tokens']:,} KV tokens a "
-                    f"GPU: `{p['command']}` (estimate; `advisor serve-plan` for the full plan)"
+                    f"{p['weights_bytes_per_gpu'] / 2**30:.1f} GiB of weights a GPU, a KV pool of "
+                    f"{p['kv_cache_tokens']:,} tokens: `{p['command']}` "
+                    "(estimate; `advisor serve-plan` for the full plan)"
                 )
             )
 

@@ -32,7 +32,7 @@ def _users(ctx, param, value):
 @click.option("--pipeline-parallel", type=click.IntRange(1, 64), default=None, help="Default: smallest that fits.")
 @click.option(
     "--gpu-memory-utilization",
-    type=FiniteFloat(0.01, 1.0),
+    type=FiniteFloat(0.05, 1.0),
     default=None,
     help="vLLM's (SGLang: --mem-fraction-static). Default: the engine's own.",
 )

@@ -1248,8 +1248,9 @@ def precision_problem(precision: str, gpu: ServeGpu, engine: str) -> str | None:
     if precision == "fp8" and gpu.fp8 is False:
         arch = f" (compute capability {cc:g})" if cc else ""
         return (
-            f"FP8 needs FP8 tensor cores (Ada, Hopper, Blackwell, MI300): {gpu.name}{arch} has none, so vLLM would "
-            "only store weights in FP8 and compute in 16-bit. Use --precision awq or gptq (4-bit) or bf16."
+            f"FP8 needs FP8 tensor cores (Ada, Hopper, Blackwell, MI300): {gpu.name}{arch} has none, so "
+            f"{'vLLM' if engine == 'vllm' else 'SGLang'} would only store weights in FP8 and compute in 16-bit. "
+            "Use --precision awq or gptq (4-bit) or bf16."
         )
     if precision == "awq" and cc is not None and cc < 7.5:
         return f"AWQ kernels need compute capability 7.5 or newer; {gpu.name} is {cc:g}: use --precision gptq or fp16."
@@ -1344,6 +1345,8 @@ def _model_arg(spec: ModelSpec, precision: str) -> tuple[str, str | None]:
             f"{name} needs a pre-quantized checkpoint (vLLM and SGLang cannot quantize to it at load): "
             f"pick one on the Hub, e.g. a '{example}' repository",
         )
+    if spec.source == "label":
+        return spec.id, f"'{spec.id}' is a size label, not a model: put its repository id in the command"
     return spec.id, None
 
 
@@ -1401,7 +1404,8 @@ def server_command(
         # run vllm serve on the head with tensor parallel = GPUs per node and pipeline parallel = nodes.
         steps = (
             "on the head node: ray start --head --port=6379",
-            f"on each of the other {nodes - 1} node(s): ray start --address=<head-node-ip>:6379",
+            f"on {'the other node' if nodes == 2 else f'each of the other {nodes - 1} nodes'}: "
+            "ray start --address=<head-node-ip>:6379",
             "check: ray status (shows every node's GPUs)",
             f"on the head node: {command}",
         )
@@ -1657,11 +1661,15 @@ def _llama_server_plan(
     )  # fmt: skip
     head = next(r for r in load if r["users"] == min(opts.users or 1, slots))  # the table's load, as every row
     notes = [
-        f"{slots} slots share one pool of {mem['n_ctx']:,} cells (-np {slots}, unified KV): each request may use "
+        f"{slots} slot{'s' if slots > 1 else ''} share{'' if slots > 1 else 's'} one pool of {mem['n_ctx']:,} cells "
+        f"(-np {slots}, unified KV): each request may use "
         f"{context:,} tokens when all are busy",
     ]
     if n > 1:
         notes.append(f"layers split over {n} GPUs (-sm layer): more memory, not more speed for one user")
+    if (opts.tensor_parallel or 1) > 1 or (opts.pipeline_parallel or 1) > 1:
+        notes.append("llama-server splits layers over the GPUs it needs (-sm layer): --tensor-parallel and "
+                     "--pipeline-parallel are vLLM's and SGLang's")  # fmt: skip
     return ServePlan(
         engine="llama.cpp",
         precision=precision,
