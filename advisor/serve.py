@@ -180,6 +180,11 @@ def check_request(spec: ModelSpec, opts: SV.ServeOptions, engines: list[str]) ->
             f"--kv-cache-dtype {opts.kv_cache_dtype} is llama.cpp's: {engines[0]} caches in auto (the model's "
             "dtype) or fp8 (fp8_e4m3, fp8_e5m2)."
         )
+    if opts.language_model_only:
+        if "vllm" not in engines:
+            raise UsageError("--language-model-only is vLLM's (0.17+): add --engine vllm, or drop it.")
+        if opts.version is not None and opts.version < (0, 17):
+            raise UsageError("--language-model-only needs vLLM 0.17 or newer: drop --engine-version or raise it.")
     if engines == ["llama.cpp"] and opts.kv_cache_dtype.startswith("fp8"):
         raise UsageError(
             f"--kv-cache-dtype {opts.kv_cache_dtype} is vLLM's and SGLang's: llama.cpp caches in f16, q8_0 or q4_0."
@@ -192,6 +197,13 @@ def serve_plans(
     check_request(spec, opts, engines)
     plans: list[SV.ServePlan] = []
     warnings: list[str] = []
+    if opts.language_model_only:
+        from advisor.costmodel.memory import _breakdown_or_guess
+
+        if not _breakdown_or_guess(spec).towers:
+            warnings.append(f"{spec.id} has no vision or audio towers here: --language-model-only changes nothing")
+        if len(engines) > 1:
+            warnings.append("--language-model-only plans vLLM only: SGLang and llama-server load the towers too")
     errors: list[str] = []
     for engine in engines:
         version = opts.version if engine == "vllm" else None

@@ -41,6 +41,9 @@ def _users(ctx, param, value):
 @click.option(
     "--prompt-tokens", type=click.IntRange(1, 10_000_000), default=1024, show_default=True, help="Prompt for TTFT."
 )
+@click.option(
+    "--language-model-only", is_flag=True, help="vLLM: a multimodal model's text part only (its towers unloaded)."
+)
 @click.option("--enforce-eager", is_flag=True, help="vLLM/SGLang without CUDA graphs: more KV cache, slower decode.")
 @click.option("--engine-version", default=None, help="Price an older vLLM or SGLang, e.g. 0.11.0. Default: newest.")
 @click.option(
@@ -63,6 +66,7 @@ def serve_plan(
     context,
     users,
     prompt_tokens,
+    language_model_only,
     enforce_eager,
     engine_version,
     memory_gb,
@@ -108,6 +112,7 @@ def serve_plan(
         prompt_tokens=prompt_tokens,
         version=version,
         enforce_eager=enforce_eager,
+        language_model_only=language_model_only,
     )
     plans, warnings = S.serve_plans(spec, target, opts, engines)
     warnings = notes + skipped + warnings

@@ -60,6 +60,9 @@ class ParamBreakdown(_Json):
     # Embedding tables besides the input embedding (Gemma 3n/4's per-layer embeddings), inside `other`: a token
     # reads one row of each, so decode does not stream them.
     lookup: int = 0
+    # A multimodal model's parts outside its language model (vision and audio towers, projectors), inside linear
+    # + other: what vLLM's --language-model-only leaves unloaded.
+    towers: int = 0
 
     @property
     def total(self) -> int:

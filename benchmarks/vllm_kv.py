@@ -236,6 +236,7 @@ def check_row(row: dict) -> dict:
         enforce_eager=eager,
         serve=serve,
         flashinfer=flashinfer,
+        language_model_only="--language-model-only" in flags,
     )
     out.update(version=".".join(map(str, version)), precision=precision, tp=tp, context=context)
     # Pool arithmetic alone, from the logged available memory.

@@ -476,6 +476,26 @@ def test_serve_plan_here_on_a_cpu_speaks_of_the_cpu_and_its_free_ram():
     assert "fitted against available RAM" in text and "GPU(s)" not in text.split("Pick:")[1].split(")")[0]
 
 
+def test_language_model_only_leaves_the_towers_unloaded():
+    # zhtwnotes, vLLM 0.21 `google/gemma-4-E2B --language-model-only --enforce-eager` on an L4 loaded 8.89 GiB,
+    # against 9.63 GiB with the vision and audio towers.
+    gemma = resolve("google/gemma-4-E2B-it")
+    assert 0.4e9 < gemma.params.towers < 0.6e9
+    assert resolve("meta-llama/Llama-3.1-8B-Instruct").params.towers == 0
+    l4 = S.gpu_from_accelerator(lookup("L4"))
+    opts = SV.ServeOptions(engine="vllm", precision="bf16", context=8192, version=(0, 21), enforce_eager=True)
+    full = SV.vllm_memory(gemma, l4, opts, precision="bf16", tp=1, pp=1, context=8192)
+    text = SV.vllm_memory(gemma, l4, dataclasses.replace(opts, language_model_only=True), precision="bf16", tp=1,
+                          pp=1, context=8192)  # fmt: skip
+    assert full["weights_bytes"] - text["weights_bytes"] == 2 * gemma.params.towers
+    assert abs(text["weights_bytes"] / GiB - 8.89) < 0.25 < abs(full["weights_bytes"] / GiB - 8.89)
+    result = run("serve-plan", "google/gemma-4-E2B-it", "--device", "L4", "--engine", "vllm", "--language-model-only")
+    assert result.exit_code == 0 and "--language-model-only" in result.output
+    old = CliRunner().invoke(cli, ["serve-plan", "google/gemma-4-E2B-it", "--device", "L4", "--engine", "vllm",
+                                   "--language-model-only", "--engine-version", "0.16.0"])  # fmt: skip
+    assert old.exit_code != 0 and "0.17 or newer" in old.output + str(old.exception)
+
+
 def test_decode_reads_no_lookup_tables():
     # A token looks up one row of an untied input embedding or of Gemma 4's per-layer embeddings: those tables
     # are held on the GPU but not streamed each step; a tied table is the output projection and is read.

@@ -108,6 +108,7 @@ class ServeOptions:
     enforce_eager: bool = False
     serve: bool = True  # `vllm serve` (OpenAI server) defaults rather than the offline LLM class
     flashinfer: bool | None = None  # vLLM 0.8-0.14: FlashInfer installed (the Docker images ship it)
+    language_model_only: bool = False  # vLLM 0.17+: a multimodal model without its towers (text in, text out)
 
 
 @dataclass(frozen=True)
@@ -501,7 +502,7 @@ def multimodal_architecture(spec: ModelSpec) -> bool:
 
 
 def compile_benchmark_bytes(
-    spec: ModelSpec, *, tp: int, tokens: int, version: tuple[int, ...], v0: bool, eager: bool
+    spec: ModelSpec, *, tp: int, tokens: int, version: tuple[int, ...], v0: bool, eager: bool, text_only: bool = False
 ) -> int:
     """The transient peak of torch.compile's first run, which vLLM's profiling window counts: one random copy of
     the embedding table (this rank's vocabulary shard) and the lookup's [tokens, hidden] input and output.
@@ -520,7 +521,7 @@ def compile_benchmark_bytes(
     a warm compile cache skips Inductor and this copy. --enforce-eager turns compilation off (0.11.1
     config/vllm.py:440-444, 0.14.1 :660-666 via -O0, 0.28.0 :1284-1290).
     """
-    if v0 or eager or version < (0, 11, 1) or multimodal_architecture(spec):
+    if v0 or eager or version < (0, 11, 1) or (multimodal_architecture(spec) and not text_only):
         return 0
     hidden = spec.hidden_size or _hidden_intermediate(spec)[0]
     vocab = -(-(spec.vocab_size or 32000) // 64) * 64  # VocabParallelEmbedding pads to 64 (DEFAULT_VOCAB_PADDING_SIZE)
@@ -540,6 +541,7 @@ def vllm_profile_bytes(
     pp: int = 1,
     flashinfer: bool | None = None,
     quantized: bool = False,
+    text_only: bool = False,
 ) -> dict[str, int]:
     """What vLLM's profiling run and start-up take besides the weights, per GPU: the activation peak of a dummy
     forward of `tokens` tokens or of the dummy sampling of `seqs` rows that follows it, the non-torch memory
@@ -570,7 +572,9 @@ def vllm_profile_bytes(
     sampler = rows * vocab * c + tokens * hidden * 2 + 2 * rows * hidden * 2
     if not v0 and (0, 15) <= version < (0, 21) and rows >= 8:
         sampler += min(2 ** math.ceil(math.log2(rows)), _sm_count(gpu)) * vocab * 4  # Triton sampler buffer
-    compile_peak = compile_benchmark_bytes(spec, tp=tp, tokens=tokens, version=version, v0=v0, eager=eager)
+    compile_peak = compile_benchmark_bytes(
+        spec, tp=tp, tokens=tokens, version=version, v0=v0, eager=eager, text_only=text_only
+    )
     activation = max(forward, sampler, compile_peak)
     # NOTE: non-torch memory is what appeared outside torch since vLLM's start-up snapshot: V0 0.6.4 logged it
     # whole (CUDA context and cuBLAS, 0.35-0.45 GiB); later V0 and V1 up to 0.10 take the snapshot before
@@ -793,10 +797,16 @@ def vllm_memory(
     seqs = opts.max_num_seqs or d.max_num_seqs
     requested = math.ceil(gpu.total_bytes * util)
     weights = weights_per_gpu(spec, precision, tp=tp, pp=pp, context=context)
+    # NOTE: --language-model-only (0.17+: 0.17.0 engine/arg_utils.py; absent from 0.16.0) sets every modality's
+    # limit to 0, and the towers are then never built or loaded (0.26.0 config/multimodal.py:77-79,325;
+    # model_executor/models/interfaces.py:279-296 `_mark_tower_model`), so the model runs as a text model.
+    text_only = opts.language_model_only and version >= (0, 17)
+    if text_only:
+        weights -= int(2 * M._breakdown_or_guess(spec).towers / tp)
     quantized = is_quantized(precision)
     prof = vllm_profile_bytes(
         spec, tp=tp, tokens=tokens, seqs=seqs, version=version, v0=d.v0, gpu=gpu, eager=opts.enforce_eager, pp=pp,
-        flashinfer=opts.flashinfer, quantized=quantized,
+        flashinfer=opts.flashinfer, quantized=quantized, text_only=text_only,
     )  # fmt: skip
     in_budget = prof["cudagraph"] if d.cudagraph_in_budget else 0
     available = requested - weights - prof["activation"] - prof["non_torch"] - in_budget
@@ -1391,6 +1401,8 @@ def server_command(
         parts.append(f"--max-num-seqs {opts.max_num_seqs}")
     if opts.enforce_eager:
         parts.append("--enforce-eager" if engine == "vllm" else "--disable-cuda-graph")
+    if opts.language_model_only and engine == "vllm":
+        parts.append("--language-model-only")
     if engine == "vllm" and nodes > 1:
         parts.append("--distributed-executor-backend ray")
     if flags["tail"]:

@@ -214,7 +214,7 @@ class _BuildTooBig(Exception):
 # Spec cache: a config's exact counts, keyed by its content, so the second look at a model needs no build.
 SPEC_CACHE = "specs"
 # Bump when ModelSpec or ParamBreakdown gains a field, or a count changes (5: per-layer KV shapes).
-SPEC_CACHE_FORMAT = 5
+SPEC_CACHE_FORMAT = 6
 
 
 def _cache_key(config: dict[str, Any]) -> str | None:
@@ -433,6 +433,7 @@ def _breakdown(model) -> ParamBreakdown:
 
     other = total - embedding - lm_head - linear
     return ParamBreakdown(
+        towers=_towers(model, total),
         embedding=embedding,
         lm_head=lm_head,
         linear=linear,
@@ -446,6 +447,22 @@ def _breakdown(model) -> ParamBreakdown:
         attn_output=attn_output,
         lookup=lookup,
     )
+
+
+def _towers(model, total: int) -> int:
+    """Parameters outside the language model and its output head: a multimodal model's towers and projectors
+    (0 for a text model, whose decoder holds everything but the head)."""
+    try:
+        decoder = model.get_decoder()
+    except (AttributeError, NotImplementedError, ValueError):
+        return 0
+    if decoder is None or decoder is model:
+        return 0
+    kept = {id(p) for p in decoder.parameters()}
+    head = model.get_output_embeddings()
+    if head is not None:
+        kept |= {id(p) for p in head.parameters()}
+    return int(sum(p.numel() for p in model.parameters() if id(p) not in kept))
 
 
 def _per_layer_kv_shapes(text, layers: int) -> tuple[list[int], list[int]] | None:
